@@ -1,0 +1,174 @@
+"""Flower ClientApp: decode the message, restore local state, train or evaluate, reply.
+
+The same app serves every runtime. In simulation a node's ``partition-id``
+selects its data and task. Handlers are thin: plain torch work lives in
+:mod:`fedmtl.training`, the wire layout in :mod:`fedmtl.records`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedmtl.config import ExperimentConfig, config_from_run_config, partition_spec, scope_rules
+from fedmtl.data import ClientData, client_data, get_dataset_spec
+from fedmtl.models import MultiTaskModel, build_model
+from fedmtl.models.state import export_arrays, import_arrays
+from fedmtl.records import (
+    ARRAYS,
+    CLIENT,
+    CONFIG,
+    TASK_ARRAYS,
+    ClientInfo,
+    from_record,
+    reply_content,
+    to_record,
+)
+from fedmtl.scopes import assign_scopes, keys_in, task_relevant
+from fedmtl.training import TrainSettings, evaluate, pick_device, train_local
+
+LOCAL_STATE = "fedmtl-local"
+
+
+@dataclass(frozen=True)
+class ClientSetup:
+    """What a client derives from the config once: its data, task and key scopes."""
+
+    data: ClientData
+    shared_keys: tuple[str, ...]
+    task_keys: tuple[str, ...]
+    local_keys: tuple[str, ...]
+    trainable: frozenset[str]
+
+
+@lru_cache(maxsize=4)
+def _initial_model(cfg: ExperimentConfig) -> MultiTaskModel:
+    spec = get_dataset_spec(cfg.dataset)
+    tasks = {t: spec.tasks[t].num_outputs for t in cfg.tasks}
+    return build_model(cfg.backbone, tasks, cfg.pretrained, cfg.seed)
+
+
+def fresh_model(cfg: ExperimentConfig) -> MultiTaskModel:
+    """A copy of the run's initial model (pretrained backbone, seeded heads)."""
+    return copy.deepcopy(_initial_model(cfg))
+
+
+@lru_cache(maxsize=64)
+def client_setup(cfg: ExperimentConfig, client_id: int) -> ClientSetup:
+    """Data, task and scoped keys of one client (cached per Ray worker)."""
+    data = client_data(partition_spec(cfg), client_id)
+    model = _initial_model(cfg)
+    scopes = assign_scopes(model.state_dict().keys(), scope_rules(cfg))
+    mine = {k: s for k, s in scopes.items() if task_relevant(k, data.task)}
+    parameters = {name for name, _ in model.named_parameters()}
+    return ClientSetup(
+        data=data,
+        shared_keys=tuple(keys_in(scopes, "shared")),
+        task_keys=tuple(keys_in(mine, "task")),
+        local_keys=tuple(keys_in(mine, "local")),
+        trainable=frozenset(k for k, s in mine.items() if s != "frozen" and k in parameters),
+    )
+
+
+def _client_id(context: Context) -> int:
+    if "partition-id" in context.node_config:
+        return int(context.node_config["partition-id"])  # type: ignore[arg-type]
+    raise KeyError("node config has no 'partition-id' (simulation) to choose this client's data")
+
+
+def _restore(msg: Message, context: Context, cfg: ExperimentConfig, setup: ClientSetup) -> MultiTaskModel:
+    """Initial model + server arrays (shared, task) + this client's local state."""
+    model = fresh_model(cfg)
+    import_arrays(model, from_record(msg.content[ARRAYS]))
+    if TASK_ARRAYS in msg.content:
+        import_arrays(model, from_record(msg.content[TASK_ARRAYS]))
+    if LOCAL_STATE in context.state:
+        import_arrays(model, from_record(context.state[LOCAL_STATE]))  # type: ignore[arg-type]
+    return model
+
+
+def _info(setup: ClientSetup) -> ClientInfo:
+    return ClientInfo(client_id=setup.data.client_id, task=setup.data.task)
+
+
+def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
+    """Train locally; keep the local scope in ``context.state``; reply shared + task arrays."""
+    setup = client_setup(cfg, _client_id(context))
+    model = _restore(msg, context, cfg, setup)
+    server = msg.content.config_records.get(CONFIG, ConfigRecord())
+    round_ = int(server.get("server-round", 0))  # type: ignore[arg-type]
+    settings = TrainSettings(
+        epochs=int(server.get("local-epochs", cfg.local_epochs)),  # type: ignore[arg-type]
+        batch_size=int(server.get("batch-size", cfg.batch_size)),  # type: ignore[arg-type]
+        learning_rate=float(server.get("learning-rate", cfg.learning_rate)),  # type: ignore[arg-type]
+        optimizer=cfg.optimizer,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        proximal_mu=float(server.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
+        seed=cfg.seed * 100_003 + round_ * 1009 + setup.data.client_id,
+    )
+    reference = {k: v.detach().clone() for k, v in model.state_dict().items()
+                 if k in setup.shared_keys or k in setup.task_keys}
+    result = train_local(
+        model, setup.data.task, setup.data.x_train, setup.data.y_train, settings,
+        set(setup.trainable), reference, pick_device(cfg.device),
+    )
+    model.cpu()
+    context.state[LOCAL_STATE] = to_record(export_arrays(model, setup.local_keys))
+    task_record = to_record(export_arrays(model, setup.task_keys)) if setup.task_keys else None
+    content = reply_content(
+        _info(setup),
+        {"num-examples": result["num-examples"], "loss": result["loss"]},
+        shared=to_record(export_arrays(model, setup.shared_keys)),
+        task=task_record,
+    )
+    return Message(content=content, reply_to=msg)
+
+
+def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
+    """Evaluate the client's personal model (shared + task + local) on its test split."""
+    setup = client_setup(cfg, _client_id(context))
+    model = _restore(msg, context, cfg, setup)
+    result = evaluate(model, setup.data.task, setup.data.x_test, setup.data.y_test,
+                      pick_device(cfg.device))
+    return Message(content=reply_content(_info(setup), result), reply_to=msg)
+
+
+def handle_query(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
+    """Tell the server which client this is and which task it holds."""
+    setup = client_setup(cfg, _client_id(context))
+    return Message(content=RecordDict({CLIENT: _info(setup).to_record()}), reply_to=msg)
+
+
+def make_client_app(config: ExperimentConfig | None = None) -> ClientApp:
+    """Build the ClientApp; without ``config`` it reads Flower's ``run_config``."""
+    app = ClientApp()
+
+    def resolve(context: Context) -> ExperimentConfig:
+        return config if config is not None else config_from_run_config(context.run_config)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)
+        return handle_train(msg, context, resolve(context))
+
+    @app.evaluate()
+    def evaluate_(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)
+        return handle_evaluate(msg, context, resolve(context))
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        return handle_query(msg, context, resolve(context))
+
+    return app
+
+
+app = make_client_app()
+
+__all__ = ["ArrayRecord", "app", "handle_evaluate", "handle_query", "handle_train", "make_client_app"]

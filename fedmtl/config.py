@@ -1,0 +1,396 @@
+"""Experiment configuration: defaults, TOML overlays, overrides, validation.
+
+An experiment is the built-in defaults (the fields of :class:`ExperimentConfig`)
+overlaid by a flat TOML file (``simulations/*.toml``) and then by overrides
+(``--set key=value`` on the command line, or Flower's ``run_config``). Keys are
+kebab-case (``num-rounds``); the dataclass fields are their snake_case twins.
+This module is the only reader of ``run_config``: everything downstream takes
+the frozen :class:`ExperimentConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedmtl.data import get_dataset_spec
+from fedmtl.data.federation import PartitionSpec
+from fedmtl.registry import RegistryError
+from fedmtl.scopes import ScopeRules
+
+SIMULATIONS_DIR = Path(__file__).resolve().parent.parent / "simulations"
+SCOPES = ("frozen", "shared", "task", "local")
+
+
+class ConfigError(ValueError):
+    """A configuration key has a value that is not allowed.
+
+    Parameters
+    ----------
+    key : str
+        The offending key, as written in experiment files (kebab-case).
+    message : str
+        What is wrong and what is allowed.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"config key '{key}': {message}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A fully resolved, validated experiment.
+
+    Every field is documented in ``simulations/README.md``; experiment files
+    only list what they change.
+    """
+
+    # identity and reproducibility
+    name: str = "digits"
+    seed: int = 0
+    output_dir: str = "runs"
+    # data and tasks
+    dataset: str = "digits"
+    tasks: tuple[str, ...] = ("digit", "parity", "ge5")
+    num_clients: int = 12
+    task_assignment: str = "round-robin"
+    task_counts: Mapping[str, int] = field(default_factory=dict)
+    partitioner: str = "dirichlet"
+    dirichlet_alpha: float = 1.0
+    classes_per_client: int = 4
+    test_fraction: float = 0.25
+    # model
+    backbone: str = "digits-cnn"
+    pretrained: str = "builtin"
+    scope_frozen: tuple[str, ...] = ()
+    scope_local: tuple[str, ...] = ("heads.*", "*.num_batches_tracked")
+    scope_task: tuple[str, ...] = ()
+    scope_shared: tuple[str, ...] = ("*",)
+    scope_default: str = "shared"
+    # local training
+    local_epochs: int = 1
+    batch_size: int = 16
+    learning_rate: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    device: str = "auto"
+    # federation
+    strategy: str = "fedavg"
+    strategy_options: Mapping[str, Any] = field(default_factory=dict)
+    num_rounds: int = 10
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    min_available_clients: int = 0
+    round_timeout_s: float = 600.0
+    # Ray resources per simulated client
+    client_num_cpus: float = 1.0
+    client_num_gpus: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as kebab-case keys with plain JSON/TOML values."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[_key(f.name)] = value
+        return out
+
+    def __hash__(self) -> int:
+        # Mapping fields are not hashable; the canonical JSON form is.
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    @property
+    def expected_clients(self) -> int:
+        """Nodes the server waits for before sampling (defaults to every client)."""
+        return self.min_available_clients or self.num_clients
+
+
+def _key(field_name: str) -> str:
+    return field_name.replace("_", "-")
+
+
+def _field_name(key: str) -> str:
+    return key.replace("-", "_")
+
+
+# Allowed values of string-valued keys; a callable gives them lazily, so
+# registries filled by plug-ins are consulted at validation time.
+def _strategy_names() -> list[str]:
+    # Imported lazily: the strategy registry is a separate package.
+    from strategies.registry import available_strategies
+
+    return available_strategies()
+
+
+CHOICES: dict[str, tuple[str, ...] | Callable[[], list[str]]] = {
+    "task-assignment": ("round-robin", "counts"),
+    "partitioner": ("iid", "dirichlet", "pathological"),
+    "optimizer": ("sgd", "adam"),
+    "device": ("auto", "cpu", "cuda"),
+    "scope-default": SCOPES,
+}
+
+# (minimum, maximum, inclusive-minimum) for numeric keys.
+RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "seed": (0, None, True),
+    "num-clients": (1, None, True),
+    "dirichlet-alpha": (0.0, None, False),
+    "classes-per-client": (1, None, True),
+    "test-fraction": (0.0, 0.9, False),
+    "local-epochs": (0, None, True),
+    "batch-size": (1, None, True),
+    "learning-rate": (0.0, None, False),
+    "momentum": (0.0, 1.0, True),
+    "weight-decay": (0.0, None, True),
+    "num-rounds": (1, None, True),
+    "fraction-train": (0.0, 1.0, False),
+    "fraction-evaluate": (0.0, 1.0, True),
+    "min-available-clients": (0, None, True),
+    "round-timeout-s": (0.0, None, False),
+    "client-num-cpus": (0.0, None, False),
+    "client-num-gpus": (0.0, None, True),
+}
+
+
+def known_keys() -> list[str]:
+    """Return every valid experiment key (kebab-case)."""
+    return [_key(f.name) for f in dataclasses.fields(ExperimentConfig)]
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against the field's annotation and normalise it."""
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, f"expected a list of strings, got {value!r}")
+        return tuple(value)
+    if origin is Mapping or annotation is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"expected a table like {{name = value}}, got {value!r}")
+        return types.MappingProxyType(dict(value))
+    raise ConfigError(key, f"unsupported annotation {annotation!r}")  # pragma: no cover
+
+
+def _check_range(key: str, value: float) -> None:
+    if key not in RANGES:
+        return
+    low, high, inclusive = RANGES[key]
+    too_low = value < low if inclusive else value <= low
+    if too_low or (high is not None and value > high):
+        op = ">=" if inclusive else ">"
+        upper = f" and <= {high}" if high is not None else ""
+        raise ConfigError(key, f"must be {op} {low}{upper}, got {value}")
+
+
+def _check_choice(key: str, value: str) -> None:
+    if key not in CHOICES:
+        return
+    allowed_spec = CHOICES[key]
+    allowed = list(allowed_spec()) if callable(allowed_spec) else list(allowed_spec)
+    if value not in allowed:
+        raise ConfigError(
+            key, f"'{value}' is not one of {allowed}{_suggest(value, allowed)}"
+        )
+
+
+def _validate_cross_keys(cfg: ExperimentConfig) -> None:
+    """Checks that involve several keys or the plug-in registries."""
+    try:
+        spec = get_dataset_spec(cfg.dataset)
+    except RegistryError as exc:
+        raise ConfigError("dataset", str(exc)) from None
+    if not cfg.tasks:
+        raise ConfigError("tasks", "needs at least one task")
+    for task in cfg.tasks:
+        if task not in spec.tasks:
+            raise ConfigError(
+                "tasks",
+                f"'{task}' is not a task of dataset '{cfg.dataset}'; allowed: "
+                f"{sorted(spec.tasks)}{_suggest(task, sorted(spec.tasks))}",
+            )
+    if len(set(cfg.tasks)) != len(cfg.tasks):
+        raise ConfigError("tasks", f"lists a task twice: {list(cfg.tasks)}")
+    if cfg.task_assignment == "counts":
+        unknown = set(cfg.task_counts) - set(cfg.tasks)
+        if unknown:
+            raise ConfigError("task-counts", f"names tasks not in 'tasks': {sorted(unknown)}")
+        total = sum(cfg.task_counts.values())
+        if any(not isinstance(c, int) or c < 0 for c in cfg.task_counts.values()):
+            raise ConfigError("task-counts", "counts must be integers >= 0")
+        if total != cfg.num_clients:
+            raise ConfigError(
+                "task-counts",
+                f"counts add up to {total} but num-clients is {cfg.num_clients}",
+            )
+    elif cfg.num_clients < len(cfg.tasks):
+        raise ConfigError(
+            "num-clients", f"must be >= the number of tasks ({len(cfg.tasks)}) for round-robin"
+        )
+    try:
+        scope_rules(cfg)
+    except ValueError as exc:
+        raise ConfigError("scope-default", str(exc)) from None
+    if cfg.min_available_clients > cfg.num_clients:
+        raise ConfigError(
+            "min-available-clients",
+            f"must be <= num-clients ({cfg.num_clients}), got {cfg.min_available_clients}",
+        )
+    if cfg.strategy not in _strategy_names() and ":" not in cfg.strategy:
+        names = _strategy_names()
+        raise ConfigError(
+            "strategy",
+            f"'{cfg.strategy}' is not a registered strategy; allowed: {names} "
+            f"or 'package.module:ClassName'{_suggest(cfg.strategy, names)}",
+        )
+
+
+def build_config(values: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate kebab-case ``values`` over the defaults into a frozen config.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown key, a wrong type or a value out of range, naming the key.
+    """
+    hints = typing.get_type_hints(ExperimentConfig)
+    names = known_keys()
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(key, f"unknown key{_suggest(key, names)}; known keys: {names}")
+        annotation = hints[_field_name(key)]
+        coerced = _coerce(key, value, annotation)
+        if isinstance(coerced, int | float) and not isinstance(coerced, bool):
+            _check_range(key, coerced)
+        if isinstance(coerced, str):
+            _check_choice(key, coerced)
+        kwargs[_field_name(key)] = coerced
+    cfg = ExperimentConfig(**kwargs)
+    _validate_cross_keys(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one ``key=value`` override; the value is read as TOML, else a string."""
+    if "=" not in text:
+        raise ConfigError(text, "an override must look like key=value")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def resolve_experiment_path(name_or_path: str) -> Path:
+    """Find an experiment file by path, or by name in ``simulations/``."""
+    candidate = Path(name_or_path)
+    if candidate.is_file():
+        return candidate
+    for folder in (Path.cwd() / "simulations", SIMULATIONS_DIR):
+        named = folder / f"{name_or_path.removesuffix('.toml')}.toml"
+        if named.is_file():
+            return named
+    available = sorted(p.stem for p in SIMULATIONS_DIR.glob("*.toml"))
+    raise ConfigError(
+        "experiment",
+        f"no experiment file '{name_or_path}'; give a path to a TOML file or one of "
+        f"{available}",
+    )
+
+
+def read_experiment_file(path: Path) -> dict[str, Any]:
+    """Read a flat TOML experiment file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("experiment", f"{path} is not valid TOML: {exc}") from exc
+
+
+def load_experiment(
+    experiment: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Defaults, then the experiment file, then ``overrides``; validated."""
+    values: dict[str, Any] = {}
+    if experiment is not None:
+        values.update(read_experiment_file(resolve_experiment_path(str(experiment))))
+    values.update(overrides or {})
+    return build_config(values)
+
+
+def config_from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
+    """Build the config from Flower's ``run_config`` (``flwr run .``).
+
+    The key ``experiment`` names the file; every other key is an override, and
+    ``resolved-config`` (JSON) carries a config fixed by a previous resolution.
+    """
+    values = dict(run_config)
+    if "resolved-config" in values:
+        return build_config(json.loads(str(values["resolved-config"])))
+    experiment = values.pop("experiment", None)
+    return load_experiment(str(experiment) if experiment else None, values)
+
+
+def partition_spec(cfg: ExperimentConfig) -> PartitionSpec:
+    """The part of ``cfg`` that decides the clients' data (hashable cache key)."""
+    return PartitionSpec(
+        dataset=cfg.dataset,
+        tasks=cfg.tasks,
+        num_clients=cfg.num_clients,
+        task_assignment=cfg.task_assignment,
+        task_counts=tuple(sorted(cfg.task_counts.items())),
+        partitioner=cfg.partitioner,
+        dirichlet_alpha=cfg.dirichlet_alpha,
+        classes_per_client=cfg.classes_per_client,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+    )
+
+
+def scope_rules(cfg: ExperimentConfig) -> ScopeRules:
+    """The scope rules of ``cfg``."""
+    return ScopeRules(
+        frozen=cfg.scope_frozen,
+        local=cfg.scope_local,
+        task=cfg.scope_task,
+        shared=cfg.scope_shared,
+        default=cfg.scope_default,
+    )

@@ -1,0 +1,14 @@
+"""Datasets, tasks and their federated partitions (plain numpy, no Flower types)."""
+
+from fedmtl.data import digits as _digits  # noqa: F401  (registers the built-in dataset)
+from fedmtl.data.federation import ClientData, build_federation, client_data
+from fedmtl.data.registry import DatasetSpec, TaskSpec, get_dataset_spec
+
+__all__ = [
+    "ClientData",
+    "DatasetSpec",
+    "TaskSpec",
+    "build_federation",
+    "client_data",
+    "get_dataset_spec",
+]

@@ -1,0 +1,35 @@
+"""Built-in offline dataset: scikit-learn's bundled 8x8 digits, with four tasks.
+
+The tasks share the images and differ in label space, which is the multi-task
+setting in miniature: digit identity (10-way), parity (2), "at least five" (2)
+and the digit modulo 3 (3).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from fedmtl.data.registry import DATASETS, BaseData, DatasetSpec, TaskSpec
+
+
+@lru_cache(maxsize=1)
+def load_digits_data() -> BaseData:
+    """Load the 1,797 images as float32 ``(N, 1, 8, 8)`` in [0, 1] and their digits."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
+    y = bunch.target.astype(np.int64)
+    return BaseData(x=x, y=y)
+
+
+DIGIT_TASKS = {
+    "digit": TaskSpec("digit", 10, lambda y: y, description="digit identity, 10 classes"),
+    "parity": TaskSpec("parity", 2, lambda y: y % 2, description="odd (1) or even (0)"),
+    "ge5": TaskSpec("ge5", 2, lambda y: (y >= 5).astype(np.int64), description="digit >= 5"),
+    "mod3": TaskSpec("mod3", 3, lambda y: y % 3, description="digit modulo 3"),
+}
+
+DATASETS.add("digits", DatasetSpec(name="digits", load=load_digits_data, tasks=DIGIT_TASKS))

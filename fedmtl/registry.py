@@ -1,0 +1,69 @@
+"""One registry pattern for everything pluggable (datasets, backbones, ...)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
+
+
+class RegistryError(KeyError):
+    """An unknown or duplicate name in a registry."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """Maps unique lower-case names to objects, with "did you mean" on a typo.
+
+    Parameters
+    ----------
+    kind : str
+        What the registry holds, used in error messages ("dataset", "backbone").
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Register the decorated object under ``name`` (unique, lower-case)."""
+
+        def decorator(obj: T) -> T:
+            self.add(name, obj)
+            return obj
+
+        return decorator
+
+    def add(self, name: str, obj: T) -> None:
+        """Register ``obj`` under ``name``; duplicates and bad names are rejected."""
+        if not _NAME.match(name):
+            raise RegistryError(
+                f"{self.kind} name '{name}' must be lower-case letters, digits, '-', '_' or '.'"
+            )
+        if name in self._items:
+            raise RegistryError(f"{self.kind} '{name}' is already registered")
+        self._items[name] = obj
+
+    def get(self, name: str) -> T:
+        """Return the object registered under ``name``."""
+        try:
+            return self._items[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self._items), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise RegistryError(
+                f"unknown {self.kind} '{name}'{hint}; available: {sorted(self._items)}"
+            ) from None
+
+    def names(self) -> list[str]:
+        """Return the registered names, sorted."""
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items

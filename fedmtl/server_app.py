@@ -1,0 +1,183 @@
+"""Flower ServerApp: initial shared (and task) arrays, run the strategy, record every round.
+
+The round loop is Flower's own (``Strategy.start``); fedmtl hooks in through
+``evaluate_fn``, which Flower calls before the first round and after each
+round: there we run the round-0 federated evaluation, write the round's record
+to ``metrics.jsonl`` and print progress. Nothing of the loop is copied.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from fedmtl.client_app import fresh_model
+from fedmtl.config import ExperimentConfig, config_from_run_config, scope_rules
+from fedmtl.metrics import summarize_by_task
+from fedmtl.models.state import export_arrays
+from fedmtl.plots import format_task_table, write_run_plots
+from fedmtl.records import from_record, to_record
+from fedmtl.results import RunDirectory, summarize_run
+from fedmtl.scopes import assign_scopes, keys_in, task_relevant
+from strategies import ScopedStrategy, build_strategy
+from strategies.registry import Sampling
+
+
+def initial_arrays(cfg: ExperimentConfig) -> tuple[ArrayRecord, dict[str, ArrayRecord]]:
+    """Shared-scope arrays and, per task, task-scope arrays of the initial model."""
+    model = fresh_model(cfg)
+    scopes = assign_scopes(model.state_dict().keys(), scope_rules(cfg))
+    shared = to_record(export_arrays(model, keys_in(scopes, "shared")))
+    per_task = {}
+    for task in cfg.tasks:
+        keys = [k for k in keys_in(scopes, "task") if task_relevant(k, task)]
+        if keys:
+            per_task[task] = to_record(export_arrays(model, keys))
+    return shared, per_task
+
+
+class RoundRecorder:
+    """End-of-round hook: round-0 evaluation, metrics records, progress display."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run: RunDirectory,
+        strategy: ScopedStrategy,
+        grid: Grid,
+        evaluate_config: ConfigRecord,
+        out: TextIO = sys.stdout,
+    ) -> None:
+        self.cfg, self.run, self.strategy, self.grid = cfg, run, strategy, grid
+        self.evaluate_config = evaluate_config
+        self.out = out
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Called by ``Strategy.start`` before round 1 (0) and after every round."""
+        if server_round == 0:
+            self._evaluate_initial(arrays)
+        now = time.monotonic()
+        record = self._record(server_round, now)
+        self.last = now
+        self.run.append_metrics(record)
+        self._print(record)
+        return None
+
+    def _evaluate_initial(self, arrays: ArrayRecord) -> None:
+        config = ConfigRecord(dict(self.evaluate_config))
+        messages = self.strategy.configure_evaluate(0, arrays, config, self.grid)
+        replies = self.grid.send_and_receive(messages, timeout=self.cfg.round_timeout_s)
+        self.strategy.aggregate_evaluate(0, replies)
+
+    def _record(self, server_round: int, now: float) -> dict[str, Any]:
+        log = self.strategy.rounds[server_round]
+        return {
+            "round": server_round,
+            "time": {"round-s": round(now - self.last, 4), "elapsed-s": round(now - self.start, 4)},
+            "comm": {"bytes-up": log.bytes_up, "bytes-down": log.bytes_down},
+            "evaluate": {"tasks": summarize_by_task(log.evaluate), "clients": log.evaluate},
+            "train": {"tasks": summarize_by_task(log.train), "clients": log.train},
+            "rejected": log.rejected,
+            "failures": log.failures,
+            "skipped": log.skipped,
+        }
+
+    def _print(self, record: dict[str, Any]) -> None:
+        parts = []
+        for task, stats in record["evaluate"]["tasks"].items():
+            acc, worst = stats.get("accuracy-mean"), stats.get("accuracy-worst")
+            if acc is not None:
+                parts.append(f"{task} {acc:.3f} (worst {worst:.3f})")
+        extra = ""
+        if record["rejected"] or record["failures"]:
+            extra = f"  [{len(record['rejected'])} rejected, {len(record['failures'])} failed]"
+        print(
+            f"round {record['round']:>3}/{self.cfg.num_rounds}  "
+            f"{record['time']['round-s']:6.2f}s  " + " | ".join(parts) + extra,
+            file=self.out,
+            flush=True,
+        )
+
+
+def run_server(grid: Grid, cfg: ExperimentConfig, run: RunDirectory) -> dict[str, Any]:
+    """Run the whole federation for ``cfg``, writing into ``run``; return the summary."""
+    random.seed(cfg.seed)  # Flower samples nodes with the global `random`
+    np.random.seed(cfg.seed)
+    shared, per_task = initial_arrays(cfg)
+    inner = build_strategy(
+        cfg.strategy,
+        cfg.strategy_options,
+        Sampling(cfg.fraction_train, cfg.fraction_evaluate, cfg.expected_clients),
+    )
+    strategy = ScopedStrategy(inner, per_task, query_timeout=cfg.round_timeout_s)
+    train_config = ConfigRecord({
+        "local-epochs": cfg.local_epochs,
+        "batch-size": cfg.batch_size,
+        "learning-rate": cfg.learning_rate,
+    })
+    evaluate_config = ConfigRecord()
+    print(
+        f"fedmtl: {cfg.name}: {cfg.num_clients} clients, tasks {list(cfg.tasks)}, "
+        f"strategy {cfg.strategy}, {cfg.num_rounds} rounds -> {run.path}",
+        flush=True,
+    )
+    recorder = RoundRecorder(cfg, run, strategy, grid, evaluate_config)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=shared,
+        num_rounds=cfg.num_rounds,
+        timeout=cfg.round_timeout_s,
+        train_config=train_config,
+        evaluate_config=evaluate_config,
+        evaluate_fn=recorder,
+    )
+    run.save_arrays("shared", from_record(result.arrays if len(result.arrays) else shared))
+    for task, record in strategy.current_task_arrays().items():
+        run.save_arrays(f"task-{task}", from_record(record))
+    records = [json_record for json_record in _read(run)]
+    summary = summarize_run(records)
+    summary["config"] = cfg.to_dict()
+    run.write_summary(summary)
+    write_run_plots(run.path)
+    _print_final(records)
+    return summary
+
+
+def _read(run: RunDirectory) -> list[dict[str, Any]]:
+    from fedmtl.plots import read_metrics
+
+    return read_metrics(run.path / "metrics.jsonl")
+
+
+def _print_final(records: list[dict[str, Any]]) -> None:
+    evaluated = [r for r in records if r["evaluate"]["tasks"]]
+    if not evaluated:
+        print("no evaluation results", flush=True)
+        return
+    print(f"\nround 0 (initial model), per task over clients:\n{format_task_table(evaluated[0])}")
+    print(f"\nfinal round {evaluated[-1]['round']}, per task over clients:\n"
+          f"{format_task_table(evaluated[-1])}\n", flush=True)
+
+
+def make_server_app(cfg: ExperimentConfig | None = None, run_dir: Path | None = None) -> ServerApp:
+    """Build the ServerApp; without ``cfg`` it reads Flower's ``run_config``."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        config = cfg if cfg is not None else config_from_run_config(context.run_config)
+        run = RunDirectory(run_dir) if run_dir is not None else RunDirectory.create(config)
+        run_server(grid, config, run)
+
+    return app
+
+
+app = make_server_app()

@@ -1,0 +1,64 @@
+"""Run an experiment on Flower's Simulation Runtime (Ray backend)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from fedmtl.client_app import make_client_app
+from fedmtl.config import ConfigError, ExperimentConfig
+from fedmtl.results import RunDirectory
+from fedmtl.server_app import make_server_app
+
+
+def visible_gpus() -> int:
+    """Number of CUDA devices this process can see (0 without torch CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def backend_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Ray backend settings: per-client CPU/GPU resources from the experiment."""
+    cpus = os.cpu_count() or 1
+    if cfg.client_num_cpus > cpus:
+        raise ConfigError(
+            "client-num-cpus", f"{cfg.client_num_cpus} per client but this machine has {cpus}"
+        )
+    gpus = visible_gpus()
+    if cfg.client_num_gpus > 0 and gpus == 0:
+        raise ConfigError(
+            "client-num-gpus",
+            f"{cfg.client_num_gpus} GPUs per client requested but no CUDA GPU is visible; "
+            "set client-num-gpus = 0 to run on CPU",
+        )
+    if cfg.client_num_gpus > gpus:
+        raise ConfigError(
+            "client-num-gpus", f"{cfg.client_num_gpus} per client but only {gpus} GPUs exist"
+        )
+    return {
+        "client_resources": {"num_cpus": cfg.client_num_cpus, "num_gpus": cfg.client_num_gpus},
+        "init_args": {"num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False},
+    }
+
+
+def simulate(cfg: ExperimentConfig, run_dir: Path | None = None, verbose: bool = False) -> Path:
+    """Run ``cfg`` with ``run_simulation`` on Ray; return the run directory."""
+    from flwr.simulation import run_simulation
+
+    backend = backend_config(cfg)
+    run = RunDirectory(run_dir) if run_dir is not None else RunDirectory.create(cfg)
+    if not verbose:
+        logging.getLogger("flwr").setLevel(logging.WARNING)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    run_simulation(
+        server_app=make_server_app(cfg, run.path),
+        client_app=make_client_app(cfg),
+        num_supernodes=cfg.num_clients,
+        backend_config=backend,  # type: ignore[arg-type]
+        verbose_logging=verbose,
+    )
+    return run.path

@@ -1,0 +1,131 @@
+"""Plain-torch local training and evaluation (no Flower types)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from fedmtl.models import MultiTaskModel
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Local optimisation settings for one round."""
+
+    epochs: int = 1
+    batch_size: int = 16
+    learning_rate: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    proximal_mu: float = 0.0
+    seed: int = 0
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``cuda`` when asked for or visible (``auto``), else ``cpu``."""
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device = 'cuda' but no CUDA device is visible to this process")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _batches(
+    n: int, batch_size: int, generator: torch.Generator | None
+) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    return list(order.split(batch_size))
+
+
+def train_local(
+    model: MultiTaskModel,
+    task: str,
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.int64],
+    settings: TrainSettings,
+    trainable: set[str],
+    proximal_reference: Mapping[str, torch.Tensor] | None = None,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Train ``model`` on one task's data in place; return mean loss and example count.
+
+    Parameters
+    ----------
+    trainable : set of str
+        Parameter names that may change (shared, task and local scopes); the rest
+        are frozen (``requires_grad=False``).
+    proximal_reference : mapping, optional
+        Weights received from the server; with ``settings.proximal_mu > 0`` the loss
+        gains ``mu / 2 * ||w - w_ref||^2`` over them (FedProx).
+    """
+    device = device or torch.device("cpu")
+    model.to(device).train()
+    params = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+        if name in trainable:
+            params.append(param)
+    if not params or settings.epochs == 0 or len(y) == 0:
+        return {"loss": float("nan") if len(y) == 0 else 0.0, "num-examples": len(y)}
+    if settings.optimizer == "adam":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(
+            params, lr=settings.learning_rate, weight_decay=settings.weight_decay
+        )
+    else:
+        optimizer = torch.optim.SGD(
+            params, lr=settings.learning_rate, momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+        )
+    reference = {}
+    if settings.proximal_mu > 0 and proximal_reference:
+        named = dict(model.named_parameters())
+        reference = {k: v.detach().to(device) for k, v in proximal_reference.items() if k in named}
+    xs, ys = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    generator = torch.Generator().manual_seed(settings.seed)
+    loss_fn = nn.CrossEntropyLoss()
+    total, count = 0.0, 0
+    named_params = dict(model.named_parameters())
+    for _ in range(settings.epochs):
+        for batch in _batches(len(ys), settings.batch_size, generator):
+            if len(batch) < 2 and len(ys) >= 2:
+                continue  # batch norm cannot train on a single example
+            optimizer.zero_grad()
+            loss = loss_fn(model(xs[batch], task), ys[batch])
+            objective = loss
+            if reference:
+                prox = sum(((named_params[k] - ref) ** 2).sum() for k, ref in reference.items())
+                objective = loss + settings.proximal_mu / 2 * prox
+            objective.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(batch)
+            count += len(batch)
+    return {"loss": total / max(count, 1), "num-examples": len(y)}
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiTaskModel,
+    task: str,
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.int64],
+    device: torch.device | None = None,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``task``'s head on ``(x, y)``."""
+    device = device or torch.device("cpu")
+    model.to(device).eval()
+    loss_sum, correct = 0.0, 0
+    for batch in _batches(len(y), batch_size, None):
+        inputs = torch.from_numpy(x[batch.numpy()]).to(device)
+        targets = torch.from_numpy(y[batch.numpy()]).to(device)
+        logits = model(inputs, task)
+        loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
+        correct += int((logits.argmax(1) == targets).sum())
+    n = max(len(y), 1)
+    return {"loss": loss_sum / n, "accuracy": correct / n, "num-examples": len(y)}

@@ -1,0 +1,326 @@
+"""Make any Flower strategy multi-task aware.
+
+:class:`ScopedStrategy` wraps an inner Flower ``Strategy``. The inner strategy
+sees exactly what a stock strategy expects: replies holding one ArrayRecord
+(the **shared** scope, ``"arrays"``) and one MetricRecord (``num-examples``,
+``loss``). The wrapper adds what Flower lacks for multi-task learning:
+
+* the **task** scope (``"task-arrays"``) is averaged per task group (weighted by
+  ``num-examples``) and each client receives only its own task's copy;
+* every reply is **validated before aggregation** (keys, shapes, dtypes, finite
+  values, sample count); a bad reply is logged and counted, never averaged in;
+* per-client metrics and bytes on the wire are recorded per round in
+  :attr:`rounds`, so the server can write honest per-task, per-client results.
+
+Local-scope weights are never seen: clients do not send them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedmtl.metrics import summarize_by_task
+from fedmtl.records import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    QUERY_KEY,
+    TASK_ARRAYS,
+    ClientInfo,
+    NDArrays,
+    from_record,
+    metric_values,
+    record_nbytes,
+    to_record,
+)
+from strategies.aggregation import cast_like, weighted_average
+
+logger = logging.getLogger(__name__)
+ArraySpec = dict[str, tuple[tuple[int, ...], str]]
+
+
+@dataclass
+class RoundLog:
+    """What happened in one round, for the run's metrics file."""
+
+    bytes_down: int = 0
+    bytes_up: int = 0
+    train: list[dict[str, Any]] = field(default_factory=list)
+    evaluate: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    skipped: bool = False
+
+
+def spec_of(arrays: Mapping[str, Any]) -> ArraySpec:
+    """Keys, shapes and dtypes of an ArrayRecord or a dict of numpy arrays."""
+    return {k: (tuple(v.shape), str(np.dtype(v.dtype))) for k, v in arrays.items()}
+
+
+def check_arrays(record: Any, expected: ArraySpec, name: str) -> str | None:
+    """Return why ``record`` does not match ``expected``, or ``None`` if it does."""
+    if not isinstance(record, ArrayRecord):
+        return f"'{name}' missing or not an ArrayRecord"
+    got = set(record.keys())
+    if got != set(expected):
+        missing, extra = sorted(set(expected) - got), sorted(got - set(expected))
+        return f"'{name}' keys differ (missing {missing[:3]}, unexpected {extra[:3]})"
+    for key, array in record.items():
+        shape, dtype = expected[key]
+        if tuple(array.shape) != shape or array.dtype != dtype:
+            return (
+                f"'{name}' entry '{key}' is {array.dtype}{list(array.shape)}, "
+                f"expected {dtype}{list(shape)}"
+            )
+        values = array.numpy()
+        if np.issubdtype(values.dtype, np.inexact) and not np.all(np.isfinite(values)):
+            return f"non-finite values in '{name}' entry '{key}'"
+    return None
+
+
+class ScopedStrategy(Strategy):
+    """Hand the shared scope to ``inner``; aggregate the task scope per task.
+
+    Parameters
+    ----------
+    inner : Strategy
+        Any Flower message-based strategy; it aggregates ``"arrays"``.
+    task_arrays : mapping of str to ArrayRecord, optional
+        Initial task-scope arrays for each task (empty when the run has no task scope).
+    query_timeout : float
+        Seconds to wait when asking new nodes which task they hold.
+    max_examples : int
+        Replies claiming more examples than this are rejected as absurd.
+    """
+
+    def __init__(
+        self,
+        inner: Strategy,
+        task_arrays: Mapping[str, ArrayRecord] | None = None,
+        query_timeout: float = 120.0,
+        max_examples: int = 10_000_000,
+    ) -> None:
+        self.inner = inner
+        self.task_arrays: dict[str, NDArrays] = {
+            task: from_record(record) for task, record in (task_arrays or {}).items()
+        }
+        self.query_timeout = query_timeout
+        self.max_examples = max_examples
+        self.node_tasks: dict[int, str] = {}
+        self.node_clients: dict[int, int] = {}
+        self.rounds: dict[int, RoundLog] = defaultdict(RoundLog)
+        self._shared_spec: ArraySpec = {}
+
+    # ------------------------------------------------------------------ config
+    def summary(self) -> None:
+        """Log the inner strategy's summary and the task groups."""
+        logger.info("ScopedStrategy over %s; task scope for %s", type(self.inner).__name__,
+                    sorted(self.task_arrays) or "no task")
+        self.inner.summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Let the inner strategy sample and configure; add each node's task arrays."""
+        self._shared_spec = spec_of(arrays)
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        return self._personalise(server_round, messages, grid)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Same as training: the inner strategy samples, we add task arrays."""
+        messages = list(self.inner.configure_evaluate(server_round, arrays, config, grid))
+        return self._personalise(server_round, messages, grid)
+
+    def _personalise(self, server_round: int, messages: list[Message], grid: Grid) -> list[Message]:
+        log = self.rounds[server_round]
+        if self.task_arrays:
+            self._discover([m.metadata.dst_node_id for m in messages], grid)
+        out = []
+        for message in messages:
+            content = message.content
+            task = self.node_tasks.get(message.metadata.dst_node_id)
+            if task in self.task_arrays:
+                # A copy per node: the inner strategy shares one RecordDict between messages.
+                content = RecordDict(dict(content.items()))
+                content[TASK_ARRAYS] = to_record(self.task_arrays[task])
+                message = Message(
+                    content=content,
+                    dst_node_id=message.metadata.dst_node_id,
+                    message_type=message.metadata.message_type,
+                )
+            log.bytes_down += sum(record_nbytes(r) for r in content.array_records.values())
+            out.append(message)
+        return out
+
+    def _discover(self, node_ids: list[int], grid: Grid) -> None:
+        """Ask nodes we have not heard from which task they hold."""
+        unknown = [n for n in node_ids if n not in self.node_tasks]
+        if not unknown:
+            return
+        query = [
+            Message(
+                RecordDict({CONFIG: ConfigRecord({QUERY_KEY: "client-info"})}),
+                dst_node_id=node,
+                message_type=MessageType.QUERY,
+            )
+            for node in unknown
+        ]
+        for reply in grid.send_and_receive(query, timeout=self.query_timeout):
+            if reply.has_error():
+                logger.warning("node %s did not say its task: %s", reply.metadata.src_node_id,
+                               reply.error.reason)
+                continue
+            self._learn(reply)
+
+    def _learn(self, reply: Message) -> ClientInfo | None:
+        try:
+            info = ClientInfo.from_content(reply.content)
+        except (KeyError, TypeError, ValueError):
+            return None
+        self.node_tasks[reply.metadata.src_node_id] = info.task
+        self.node_clients[reply.metadata.src_node_id] = info.client_id
+        return info
+
+    # --------------------------------------------------------------- validation
+    def _check_reply(self, content: RecordDict, train: bool) -> tuple[ClientInfo | None, str | None]:
+        try:
+            info = ClientInfo.from_content(content)
+        except (KeyError, TypeError, ValueError):
+            return None, "no 'client' record with task and client-id"
+        metrics = content.metric_records.get(METRICS)
+        if metrics is None or NUM_EXAMPLES not in metrics:
+            return info, f"no '{NUM_EXAMPLES}' in '{METRICS}'"
+        n = metrics[NUM_EXAMPLES]
+        if isinstance(n, list) or not np.isfinite(n) or not 0 < n <= self.max_examples:
+            return info, f"absurd '{NUM_EXAMPLES}' = {n}"
+        if any(not np.isfinite(v) for v in metric_values(content).values()):
+            return info, "non-finite metric values"
+        if not train:
+            return info, None
+        reason = check_arrays(content.get(ARRAYS), self._shared_spec, ARRAYS)
+        if reason is None and info.task in self.task_arrays:
+            reason = check_arrays(
+                content.get(TASK_ARRAYS), spec_of(self.task_arrays[info.task]), TASK_ARRAYS
+            )
+        elif reason is None and TASK_ARRAYS in content:
+            reason = f"'{TASK_ARRAYS}' sent but task '{info.task}' has no task scope"
+        return info, reason
+
+    def _screen(
+        self, server_round: int, replies: Iterable[Message], train: bool
+    ) -> list[tuple[Message, ClientInfo]]:
+        """Split replies into valid ones and logged failures/rejections."""
+        log = self.rounds[server_round]
+        valid = []
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                log.failures.append({"node-id": node, "reason": reply.error.reason})
+                logger.warning("round %d: node %s failed: %s", server_round, node,
+                               reply.error.reason)
+                continue
+            if train:
+                log.bytes_up += sum(record_nbytes(r) for r in reply.content.array_records.values())
+            info, reason = self._check_reply(reply.content, train)
+            if reason is not None or info is None:
+                client = info.client_id if info else self.node_clients.get(node)
+                log.rejected.append({"node-id": node, "client-id": client, "reason": reason})
+                logger.warning("round %d: rejected reply of client %s: %s", server_round,
+                               client, reason)
+                continue
+            self.node_tasks[node] = info.task
+            self.node_clients[node] = info.client_id
+            valid.append((reply, info))
+        valid.sort(key=lambda pair: pair[1].client_id)  # order-independent float sums
+        rows = log.train if train else log.evaluate
+        for reply, info in valid:
+            rows.append({"client-id": info.client_id, "task": info.task,
+                         **metric_values(reply.content)})
+        return valid
+
+    @staticmethod
+    def _strip(reply: Message, train: bool) -> Message:
+        """The reply as a stock strategy expects it: one ArrayRecord, one MetricRecord."""
+        metrics = reply.content.metric_records[METRICS]
+        common = MetricRecord({NUM_EXAMPLES: metrics[NUM_EXAMPLES],
+                               "loss": metrics.get("loss", 0.0)})
+        content = RecordDict({METRICS: common})
+        if train:
+            content[ARRAYS] = reply.content[ARRAYS]
+        return Message(content=content, metadata=reply.metadata)
+
+    # -------------------------------------------------------------- aggregation
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate, aggregate the shared scope (inner) and the task scope (per task)."""
+        valid = self._screen(server_round, replies, train=True)
+        if not valid:
+            self.rounds[server_round].skipped = True
+            logger.warning("round %d: no valid training reply; round skipped", server_round)
+            return None, None
+        try:
+            arrays, metrics = self.inner.aggregate_train(
+                server_round, [self._strip(reply, True) for reply, _ in valid]
+            )
+        except Exception as exc:  # a strategy failure costs the round, not the run
+            logger.error("round %d: %s failed to aggregate: %s", server_round,
+                         type(self.inner).__name__, exc)
+            self.rounds[server_round].skipped = True
+            return None, None
+        if arrays is not None:
+            arrays = to_record({
+                k: cast_like(v, np.dtype(self._shared_spec[k][1])) if k in self._shared_spec else v
+                for k, v in from_record(arrays).items()
+            })
+        self._aggregate_tasks(valid)
+        return arrays, self._task_metrics(self.rounds[server_round].train, metrics)
+
+    def _aggregate_tasks(self, valid: list[tuple[Message, ClientInfo]]) -> None:
+        groups: dict[str, list[tuple[NDArrays, float]]] = defaultdict(list)
+        for reply, info in valid:
+            if info.task in self.task_arrays:
+                weight = float(reply.content.metric_records[METRICS][NUM_EXAMPLES])  # type: ignore[arg-type]
+                groups[info.task].append((from_record(reply.content[TASK_ARRAYS]), weight))
+        for task, pairs in groups.items():
+            self.task_arrays[task] = weighted_average([u for u, _ in pairs], [w for _, w in pairs])
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Record every client's metrics; return per-task means and worst clients."""
+        valid = self._screen(server_round, replies, train=False)
+        if not valid:
+            return None
+        try:  # keep stateful inner strategies informed; their cross-task mean is not used
+            self.inner.aggregate_evaluate(
+                server_round, [self._strip(reply, False) for reply, _ in valid]
+            )
+        except Exception as exc:
+            logger.warning("round %d: inner aggregate_evaluate failed: %s", server_round, exc)
+        return self._task_metrics(self.rounds[server_round].evaluate, None)
+
+    @staticmethod
+    def _task_metrics(rows: list[dict[str, Any]], extra: MetricRecord | None) -> MetricRecord:
+        record = MetricRecord(dict(extra) if extra else {})
+        for task, stats in summarize_by_task(rows).items():
+            for name, value in stats.items():
+                if name.endswith(("-mean", "-worst")) or name == "num-clients":
+                    record[f"{task}/{name}"] = value
+        return record
+
+    def current_task_arrays(self) -> dict[str, ArrayRecord]:
+        """The aggregated task-scope arrays of every task."""
+        return {task: to_record(arrays) for task, arrays in self.task_arrays.items()}
