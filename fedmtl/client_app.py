@@ -14,6 +14,7 @@ from functools import lru_cache
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 
 from fedmtl.config import ExperimentConfig, config_from_run_config, partition_spec, scope_rules
 from fedmtl.data import ClientData, client_data, get_dataset_spec
@@ -145,9 +146,14 @@ def handle_query(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
     return Message(content=RecordDict({CLIENT: _info(setup).to_record()}), reply_to=msg)
 
 
-def make_client_app(config: ExperimentConfig | None = None) -> ClientApp:
-    """Build the ClientApp; without ``config`` it reads Flower's ``run_config``."""
-    app = ClientApp()
+def make_client_app(
+    config: ExperimentConfig | None = None, mods: list[Mod] | None = None
+) -> ClientApp:
+    """Build the ClientApp; without ``config`` it reads Flower's ``run_config``.
+
+    ``mods`` are Flower client mods (they see every message in and out).
+    """
+    app = ClientApp(mods=mods or [])
 
     def resolve(context: Context) -> ExperimentConfig:
         return config if config is not None else config_from_run_config(context.run_config)

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from flwr.clientapp.typing import Mod
+
 from fedmtl.client_app import make_client_app
 from fedmtl.config import ConfigError, ExperimentConfig
 from fedmtl.results import RunDirectory
@@ -44,8 +46,17 @@ def backend_config(cfg: ExperimentConfig) -> dict[str, Any]:
     }
 
 
-def simulate(cfg: ExperimentConfig, run_dir: Path | None = None, verbose: bool = False) -> Path:
-    """Run ``cfg`` with ``run_simulation`` on Ray; return the run directory."""
+def simulate(
+    cfg: ExperimentConfig,
+    run_dir: Path | None = None,
+    verbose: bool = False,
+    client_mods: list[Mod] | None = None,
+) -> Path:
+    """Run ``cfg`` with ``run_simulation`` on Ray; return the run directory.
+
+    ``client_mods`` are Flower client mods added to every ClientApp (tests use
+    one to record what leaves the clients).
+    """
     from flwr.simulation import run_simulation
 
     backend = backend_config(cfg)
@@ -56,7 +67,7 @@ def simulate(cfg: ExperimentConfig, run_dir: Path | None = None, verbose: bool =
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     run_simulation(
         server_app=make_server_app(cfg, run.path),
-        client_app=make_client_app(cfg),
+        client_app=make_client_app(cfg, client_mods),
         num_supernodes=cfg.num_clients,
         backend_config=backend,  # type: ignore[arg-type]
         verbose_logging=verbose,

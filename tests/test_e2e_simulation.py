@@ -1,0 +1,142 @@
+"""End-to-end runs through Flower's run_simulation on Ray (marked slow)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import Context, Message
+
+from fedmtl.client_app import LOCAL_STATE
+from fedmtl.config import ExperimentConfig, load_experiment
+from fedmtl.plots import read_metrics
+from fedmtl.records import ARRAYS, TASK_ARRAYS
+from fedmtl.simulation import simulate
+
+pytestmark = pytest.mark.slow
+
+
+def _digest(record: Any, key: str) -> str:
+    return hashlib.sha256(record[key].numpy().tobytes()).hexdigest()
+
+
+def make_spy(log_dir: Path) -> Callable[..., Message]:
+    """A Flower client mod that records, per client, what each train reply carries."""
+
+    def spy(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+        before = context.state.get(LOCAL_STATE)
+        reply = call_next(msg, context)
+        after = context.state.get(LOCAL_STATE)
+        if msg.metadata.message_type != "train" or reply.has_error():
+            return reply
+        client = reply.content.config_records["client"]
+        task = str(client["task"])
+        head = f"heads.{task}.weight"
+        entry = {
+            "round": int(msg.content["config"]["server-round"]),
+            "task": task,
+            "records": sorted(reply.content.keys()),
+            "arrays": sorted(reply.content[ARRAYS].keys()),
+            "task-arrays": sorted(reply.content[TASK_ARRAYS].keys())
+            if TASK_ARRAYS in reply.content
+            else [],
+            "head-before": _digest(before, head) if before is not None and head in before else None,
+            "head-after": _digest(after, head) if after is not None and head in after else None,
+        }
+        with (log_dir / f"client-{client['client-id']}.jsonl").open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        return reply
+
+    return spy
+
+
+def small(tmp_path: Path, **overrides: Any) -> ExperimentConfig:
+    values = {
+        "num-clients": 3,
+        "num-rounds": 2,
+        "partitioner": "iid",
+        "output-dir": str(tmp_path / "runs"),
+        "round-timeout-s": 120.0,
+    }
+    values.update(overrides)
+    return load_experiment("digits", values)
+
+
+def test_heads_never_travel_and_persist_on_the_client(tmp_path: Path) -> None:
+    # Prepare
+    cfg = small(tmp_path)
+    spy_dir = tmp_path / "spy"
+    spy_dir.mkdir()
+    # Execute
+    run_dir = simulate(cfg, client_mods=[make_spy(spy_dir)])
+    # Assert: replies hold the shared scope only
+    logs = {p.stem: [json.loads(x) for x in p.read_text().splitlines()] for p in spy_dir.iterdir()}
+    assert len(logs) == 3
+    for entries in logs.values():
+        assert [e["round"] for e in sorted(entries, key=lambda e: e["round"])] == [1, 2]
+        for entry in entries:
+            assert entry["arrays"], "train reply without shared arrays"
+            assert all(k.startswith("backbone.") for k in entry["arrays"])
+            assert not any("num_batches_tracked" in k for k in entry["arrays"])
+            assert entry["task-arrays"] == []
+            assert "task-arrays" not in entry["records"]
+        by_round = {e["round"]: e for e in entries}
+        # the head trained in round 1 is the head round 2 starts from, and it did change
+        assert by_round[1]["head-before"] is None
+        assert by_round[1]["head-after"] is not None
+        assert by_round[2]["head-before"] == by_round[1]["head-after"]
+        assert by_round[2]["head-after"] != by_round[2]["head-before"]
+    # Assert: the run directory holds per-task, per-client metrics for rounds 0..2
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["round"] for r in records] == [0, 1, 2]
+    final = records[-1]["evaluate"]
+    assert sorted(final["tasks"]) == ["digit", "ge5", "parity"]
+    assert len(final["clients"]) == 3
+    assert all(0.0 <= c["accuracy"] <= 1.0 for c in final["clients"])
+    assert records[1]["comm"]["bytes-up"] > 0 and records[1]["comm"]["bytes-down"] > 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds"] == 2
+    assert (run_dir / "plots" / "accuracy.png").stat().st_size > 0
+    shared = np.load(run_dir / "final" / "shared.npz")
+    assert sorted(shared.files) == sorted(logs["client-0"][0]["arrays"])
+
+
+def test_task_scope_travels_per_task_only(tmp_path: Path) -> None:
+    # Prepare: heads task-shared; two clients per task for two tasks
+    cfg = small(
+        tmp_path,
+        **{"tasks": ["digit", "parity"], "num-clients": 4, "scope-task": ["heads.*"],
+           "scope-local": ["*.num_batches_tracked"]},
+    )
+    spy_dir = tmp_path / "spy"
+    spy_dir.mkdir()
+    # Execute
+    run_dir = simulate(cfg, client_mods=[make_spy(spy_dir)])
+    # Assert
+    for path in spy_dir.iterdir():
+        for entry in map(json.loads, path.read_text().splitlines()):
+            task = entry["task"]
+            assert entry["task-arrays"] == [f"heads.{task}.bias", f"heads.{task}.weight"]
+            assert not any(k.startswith("heads.") for k in entry["arrays"])
+    final = run_dir / "final"
+    assert sorted(p.name for p in final.iterdir()) == [
+        "shared.npz", "task-digit.npz", "task-parity.npz"
+    ]
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert records[-1]["rejected"] == []
+    assert records[-1]["evaluate"]["tasks"]["digit"]["num-clients"] == 2
+
+
+@pytest.mark.parametrize("strategy", ["fedadam", "tests.example_plugin:HalfStepFedAvg"])
+def test_stock_and_custom_strategies_run(tmp_path: Path, strategy: str) -> None:
+    cfg = small(tmp_path, **{"strategy": strategy, "num-clients": 2, "tasks": ["digit", "ge5"]})
+    run_dir = simulate(cfg)
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["round"] for r in records] == [0, 1, 2]
+    assert not any(r["skipped"] for r in records)
+    assert len(records[-1]["evaluate"]["clients"]) == 2
