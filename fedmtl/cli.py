@@ -25,11 +25,15 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
 
 def _add_experiment_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "experiment", nargs="?", default=DEFAULT_EXPERIMENT,
+        "experiment",
+        nargs="?",
+        default=DEFAULT_EXPERIMENT,
         help="experiment file (TOML) or the name of one in simulations/ (default: digits)",
     )
     parser.add_argument(
-        "--set", action="append", metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
         help="override one experiment key, e.g. --set num-rounds=3 --set strategy=fedadam",
     )
 
@@ -58,8 +62,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from fedmtl.pretrain import pretrain_backbone
 
     path, meta = pretrain_backbone(
-        dataset=args.dataset, backbone=args.backbone, task=args.task, epochs=args.epochs,
-        seed=args.seed, out=Path(args.out) if args.out else None,
+        dataset=args.dataset,
+        backbone=args.backbone,
+        task=args.task,
+        epochs=args.epochs,
+        seed=args.seed,
+        out=Path(args.out) if args.out else None,
     )
     print(f"saved {path}: {meta}")
     return 0
@@ -68,8 +76,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_experiments(_: argparse.Namespace) -> int:
     """List the experiment files in simulations/."""
     for path in sorted(SIMULATIONS_DIR.glob("*.toml")):
-        first = next((ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")),
-                     "")
+        first = next(
+            (ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), ""
+        )
         print(f"{path.stem:<20} {first}")
     return 0
 

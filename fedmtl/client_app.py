@@ -78,18 +78,20 @@ def client_setup(cfg: ExperimentConfig, client_id: int) -> ClientSetup:
 
 def _client_id(context: Context) -> int:
     if "partition-id" in context.node_config:
-        return int(context.node_config["partition-id"])  # type: ignore[arg-type]
+        return int(context.node_config["partition-id"])
     raise KeyError("node config has no 'partition-id' (simulation) to choose this client's data")
 
 
-def _restore(msg: Message, context: Context, cfg: ExperimentConfig, setup: ClientSetup) -> MultiTaskModel:
+def _restore(
+    msg: Message, context: Context, cfg: ExperimentConfig, setup: ClientSetup
+) -> MultiTaskModel:
     """Initial model + server arrays (shared, task) + this client's local state."""
     model = fresh_model(cfg)
-    import_arrays(model, from_record(msg.content[ARRAYS]))
+    import_arrays(model, from_record(msg.content.array_records[ARRAYS]))
     if TASK_ARRAYS in msg.content:
-        import_arrays(model, from_record(msg.content[TASK_ARRAYS]))
+        import_arrays(model, from_record(msg.content.array_records[TASK_ARRAYS]))
     if LOCAL_STATE in context.state:
-        import_arrays(model, from_record(context.state[LOCAL_STATE]))  # type: ignore[arg-type]
+        import_arrays(model, from_record(context.state.array_records[LOCAL_STATE]))
     return model
 
 
@@ -113,11 +115,20 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
         proximal_mu=float(server.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
         seed=cfg.seed * 100_003 + round_ * 1009 + setup.data.client_id,
     )
-    reference = {k: v.detach().clone() for k, v in model.state_dict().items()
-                 if k in setup.shared_keys or k in setup.task_keys}
+    reference = {
+        k: v.detach().clone()
+        for k, v in model.state_dict().items()
+        if k in setup.shared_keys or k in setup.task_keys
+    }
     result = train_local(
-        model, setup.data.task, setup.data.x_train, setup.data.y_train, settings,
-        set(setup.trainable), reference, pick_device(cfg.device),
+        model,
+        setup.data.task,
+        setup.data.x_train,
+        setup.data.y_train,
+        settings,
+        set(setup.trainable),
+        reference,
+        pick_device(cfg.device),
     )
     model.cpu()
     context.state[LOCAL_STATE] = to_record(export_arrays(model, setup.local_keys))
@@ -135,8 +146,9 @@ def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Me
     """Evaluate the client's personal model (shared + task + local) on its test split."""
     setup = client_setup(cfg, _client_id(context))
     model = _restore(msg, context, cfg, setup)
-    result = evaluate(model, setup.data.task, setup.data.x_test, setup.data.y_test,
-                      pick_device(cfg.device))
+    result = evaluate(
+        model, setup.data.task, setup.data.x_test, setup.data.y_test, pick_device(cfg.device)
+    )
     return Message(content=reply_content(_info(setup), result), reply_to=msg)
 
 
@@ -177,4 +189,11 @@ def make_client_app(
 
 app = make_client_app()
 
-__all__ = ["ArrayRecord", "app", "handle_evaluate", "handle_query", "handle_train", "make_client_app"]
+__all__ = [
+    "ArrayRecord",
+    "app",
+    "handle_evaluate",
+    "handle_query",
+    "handle_train",
+    "make_client_app",
+]

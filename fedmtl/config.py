@@ -13,13 +13,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import tomllib
+import shlex
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from fedmtl.data import get_dataset_spec
 from fedmtl.data.federation import PartitionSpec
@@ -224,9 +226,7 @@ def _check_choice(key: str, value: str) -> None:
     allowed_spec = CHOICES[key]
     allowed = list(allowed_spec()) if callable(allowed_spec) else list(allowed_spec)
     if value not in allowed:
-        raise ConfigError(
-            key, f"'{value}' is not one of {allowed}{_suggest(value, allowed)}"
-        )
+        raise ConfigError(key, f"'{value}' is not one of {allowed}{_suggest(value, allowed)}")
 
 
 def _validate_cross_keys(cfg: ExperimentConfig) -> None:
@@ -330,8 +330,7 @@ def resolve_experiment_path(name_or_path: str) -> Path:
     available = sorted(p.stem for p in SIMULATIONS_DIR.glob("*.toml"))
     raise ConfigError(
         "experiment",
-        f"no experiment file '{name_or_path}'; give a path to a TOML file or one of "
-        f"{available}",
+        f"no experiment file '{name_or_path}'; give a path to a TOML file or one of {available}",
     )
 
 
@@ -359,14 +358,15 @@ def load_experiment(
 def config_from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
     """Build the config from Flower's ``run_config`` (``flwr run .``).
 
-    The key ``experiment`` names the file; every other key is an override, and
-    ``resolved-config`` (JSON) carries a config fixed by a previous resolution.
+    The key ``experiment`` names the file; ``overrides`` holds space-separated
+    ``key=value`` pairs (the syntax of ``--set``); any other key is an override too.
     """
     values = dict(run_config)
-    if "resolved-config" in values:
-        return build_config(json.loads(str(values["resolved-config"])))
     experiment = values.pop("experiment", None)
-    return load_experiment(str(experiment) if experiment else None, values)
+    overrides = dict(parse_override(t) for t in shlex.split(str(values.pop("overrides", ""))))
+    # Flower flattens nothing else for us: any other key is an override too.
+    overrides = {**values, **overrides}
+    return load_experiment(str(experiment) if experiment else None, overrides)
 
 
 def partition_spec(cfg: ExperimentConfig) -> PartitionSpec:

@@ -43,8 +43,9 @@ def pretrain_backbone(
     # start from must not be the one the backbone was pretrained with.
     head = f"source-{task}"
     model = build_model(backbone, {head: spec.tasks[task].num_outputs}, "none", seed)
-    settings = TrainSettings(epochs=epochs, batch_size=32, learning_rate=1e-3, optimizer="adam",
-                             seed=seed)
+    settings = TrainSettings(
+        epochs=epochs, batch_size=32, learning_rate=1e-3, optimizer="adam", seed=seed
+    )
     trainable = {name for name, _ in model.named_parameters()}
     train_local(model, head, base.x[train_idx], label_fn(base.y[train_idx]), settings, trainable)
     result = evaluate(model, head, base.x[val_idx], label_fn(base.y[val_idx]))

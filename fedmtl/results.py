@@ -92,7 +92,7 @@ class RunDirectory:
         folder = self.path / "final"
         folder.mkdir(exist_ok=True)
         target = folder / f"{name}.npz"
-        np.savez(target, **dict(arrays))
+        np.savez(target, **dict(arrays))  # type: ignore[arg-type]
         return target
 
 

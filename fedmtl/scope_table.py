@@ -23,17 +23,23 @@ def scope_table(cfg: ExperimentConfig) -> str:
         scope = scopes[key]
         totals[scope] = totals.get(scope, 0) + tensor.numel()
         kind = "param" if key in parameters else "buffer"
-        lines.append(f"{key:<{width}}{list(tensor.shape)!s:<18}{scope:<8}{kind:<8}"
-                     f"{tensor.numel():>10,}")
+        lines.append(
+            f"{key:<{width}}{list(tensor.shape)!s:<18}{scope:<8}{kind:<8}{tensor.numel():>10,}"
+        )
     lines.append("")
     lines.append("values per scope: " + ", ".join(f"{s} {n:,}" for s, n in sorted(totals.items())))
     lines.append("")
     lines.append("bytes a client sends per training round (float arrays as serialized):")
     spec = get_dataset_spec(cfg.dataset)
     for task in cfg.tasks:
-        sent = [k for k, s in scopes.items() if s == "shared" or
-                (s == "task" and task_relevant(k, task))]
+        sent = [
+            k
+            for k, s in scopes.items()
+            if s == "shared" or (s == "task" and task_relevant(k, task))
+        ]
         nbytes = sum(int(np.prod(state[k].shape)) * state[k].element_size() for k in sent)
-        lines.append(f"  task {task:<10} ({spec.tasks[task].num_outputs} outputs): "
-                     f"{nbytes:,} bytes in {len(sent)} arrays")
+        lines.append(
+            f"  task {task:<10} ({spec.tasks[task].num_outputs} outputs): "
+            f"{nbytes:,} bytes in {len(sent)} arrays"
+        )
     return "\n".join(lines)

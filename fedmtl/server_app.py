@@ -118,11 +118,13 @@ def run_server(grid: Grid, cfg: ExperimentConfig, run: RunDirectory) -> dict[str
         Sampling(cfg.fraction_train, cfg.fraction_evaluate, cfg.expected_clients),
     )
     strategy = ScopedStrategy(inner, per_task, query_timeout=cfg.round_timeout_s)
-    train_config = ConfigRecord({
-        "local-epochs": cfg.local_epochs,
-        "batch-size": cfg.batch_size,
-        "learning-rate": cfg.learning_rate,
-    })
+    train_config = ConfigRecord(
+        {
+            "local-epochs": cfg.local_epochs,
+            "batch-size": cfg.batch_size,
+            "learning-rate": cfg.learning_rate,
+        }
+    )
     evaluate_config = ConfigRecord()
     print(
         f"fedmtl: {cfg.name}: {cfg.num_clients} clients, tasks {list(cfg.tasks)}, "
@@ -163,8 +165,11 @@ def _print_final(records: list[dict[str, Any]]) -> None:
         print("no evaluation results", flush=True)
         return
     print(f"\nround 0 (initial model), per task over clients:\n{format_task_table(evaluated[0])}")
-    print(f"\nfinal round {evaluated[-1]['round']}, per task over clients:\n"
-          f"{format_task_table(evaluated[-1])}\n", flush=True)
+    print(
+        f"\nfinal round {evaluated[-1]['round']}, per task over clients:\n"
+        f"{format_task_table(evaluated[-1])}\n",
+        flush=True,
+    )
 
 
 def make_server_app(cfg: ExperimentConfig | None = None, run_dir: Path | None = None) -> ServerApp:

@@ -69,7 +69,7 @@ def simulate(
         server_app=make_server_app(cfg, run.path),
         client_app=make_client_app(cfg, client_mods),
         num_supernodes=cfg.num_clients,
-        backend_config=backend,  # type: ignore[arg-type]
+        backend_config=backend,
         verbose_logging=verbose,
     )
     return run.path

@@ -36,11 +36,9 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def _batches(
-    n: int, batch_size: int, generator: torch.Generator | None
-) -> list[torch.Tensor]:
+def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    return list(order.split(batch_size))
+    return list(torch.split(order, batch_size))
 
 
 def train_local(
@@ -57,12 +55,22 @@ def train_local(
 
     Parameters
     ----------
+    model : MultiTaskModel
+        The model to train (moved to ``device``).
+    task : str
+        Which head to train.
+    x, y : numpy arrays
+        Local inputs and task labels.
+    settings : TrainSettings
+        Optimiser, epochs, batch size, seed.
     trainable : set of str
         Parameter names that may change (shared, task and local scopes); the rest
         are frozen (``requires_grad=False``).
     proximal_reference : mapping, optional
         Weights received from the server; with ``settings.proximal_mu > 0`` the loss
         gains ``mu / 2 * ||w - w_ref||^2`` over them (FedProx).
+    device : torch.device, optional
+        Where to train (default CPU).
     """
     device = device or torch.device("cpu")
     model.to(device).train()
@@ -79,7 +87,9 @@ def train_local(
         )
     else:
         optimizer = torch.optim.SGD(
-            params, lr=settings.learning_rate, momentum=settings.momentum,
+            params,
+            lr=settings.learning_rate,
+            momentum=settings.momentum,
             weight_decay=settings.weight_decay,
         )
     reference = {}

@@ -10,7 +10,9 @@ import numpy.typing as npt
 NDArrays = Mapping[str, npt.NDArray[np.generic]]
 
 
-def weighted_average(updates: Sequence[NDArrays], weights: Sequence[float]) -> dict[str, npt.NDArray[np.generic]]:
+def weighted_average(
+    updates: Sequence[NDArrays], weights: Sequence[float]
+) -> dict[str, npt.NDArray[np.generic]]:
     """Average named arrays with non-negative ``weights`` (normalised to sum 1).
 
     Keys and shapes must agree across updates; integer arrays are averaged in
@@ -40,8 +42,12 @@ def weighted_average(updates: Sequence[NDArrays], weights: Sequence[float]) -> d
     return out
 
 
-def cast_like(value: npt.NDArray[np.generic], dtype: np.dtype[np.generic]) -> npt.NDArray[np.generic]:
+def cast_like(
+    value: npt.NDArray[np.generic], dtype: np.dtype[np.generic]
+) -> npt.NDArray[np.generic]:
     """Cast ``value`` to ``dtype``, rounding when the target is an integer type."""
     if np.issubdtype(dtype, np.integer):
-        return np.rint(value).astype(dtype)
-    return np.asarray(value).astype(dtype, copy=False)
+        rounded: npt.NDArray[np.generic] = np.rint(value).astype(dtype)
+        return rounded
+    cast: npt.NDArray[np.generic] = np.asarray(value).astype(dtype, copy=False)
+    return cast

@@ -98,7 +98,9 @@ def _import_factory(reference: str) -> StrategyFactory:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise StrategyOptionError(f"strategy '{reference}': cannot import '{module_name}': {exc}")
+        raise StrategyOptionError(
+            f"strategy '{reference}': cannot import '{module_name}': {exc}"
+        ) from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise StrategyOptionError(f"strategy '{reference}': '{module_name}' has no class '{attr}'")

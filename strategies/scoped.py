@@ -124,8 +124,11 @@ class ScopedStrategy(Strategy):
     # ------------------------------------------------------------------ config
     def summary(self) -> None:
         """Log the inner strategy's summary and the task groups."""
-        logger.info("ScopedStrategy over %s; task scope for %s", type(self.inner).__name__,
-                    sorted(self.task_arrays) or "no task")
+        logger.info(
+            "ScopedStrategy over %s; task scope for %s",
+            type(self.inner).__name__,
+            sorted(self.task_arrays) or "no task",
+        )
         self.inner.summary()
 
     def configure_train(
@@ -179,8 +182,11 @@ class ScopedStrategy(Strategy):
         ]
         for reply in grid.send_and_receive(query, timeout=self.query_timeout):
             if reply.has_error():
-                logger.warning("node %s did not say its task: %s", reply.metadata.src_node_id,
-                               reply.error.reason)
+                logger.warning(
+                    "node %s did not say its task: %s",
+                    reply.metadata.src_node_id,
+                    reply.error.reason,
+                )
                 continue
             self._learn(reply)
 
@@ -194,7 +200,9 @@ class ScopedStrategy(Strategy):
         return info
 
     # --------------------------------------------------------------- validation
-    def _check_reply(self, content: RecordDict, train: bool) -> tuple[ClientInfo | None, str | None]:
+    def _check_reply(
+        self, content: RecordDict, train: bool
+    ) -> tuple[ClientInfo | None, str | None]:
         try:
             info = ClientInfo.from_content(content)
         except (KeyError, TypeError, ValueError):
@@ -228,8 +236,9 @@ class ScopedStrategy(Strategy):
             node = reply.metadata.src_node_id
             if reply.has_error():
                 log.failures.append({"node-id": node, "reason": reply.error.reason})
-                logger.warning("round %d: node %s failed: %s", server_round, node,
-                               reply.error.reason)
+                logger.warning(
+                    "round %d: node %s failed: %s", server_round, node, reply.error.reason
+                )
                 continue
             if train:
                 log.bytes_up += sum(record_nbytes(r) for r in reply.content.array_records.values())
@@ -237,8 +246,9 @@ class ScopedStrategy(Strategy):
             if reason is not None or info is None:
                 client = info.client_id if info else self.node_clients.get(node)
                 log.rejected.append({"node-id": node, "client-id": client, "reason": reason})
-                logger.warning("round %d: rejected reply of client %s: %s", server_round,
-                               client, reason)
+                logger.warning(
+                    "round %d: rejected reply of client %s: %s", server_round, client, reason
+                )
                 continue
             self.node_tasks[node] = info.task
             self.node_clients[node] = info.client_id
@@ -246,20 +256,22 @@ class ScopedStrategy(Strategy):
         valid.sort(key=lambda pair: pair[1].client_id)  # order-independent float sums
         rows = log.train if train else log.evaluate
         for reply, info in valid:
-            rows.append({"client-id": info.client_id, "task": info.task,
-                         **metric_values(reply.content)})
+            rows.append(
+                {"client-id": info.client_id, "task": info.task, **metric_values(reply.content)}
+            )
         return valid
 
     @staticmethod
     def _strip(reply: Message, train: bool) -> Message:
         """The reply as a stock strategy expects it: one ArrayRecord, one MetricRecord."""
         metrics = reply.content.metric_records[METRICS]
-        common = MetricRecord({NUM_EXAMPLES: metrics[NUM_EXAMPLES],
-                               "loss": metrics.get("loss", 0.0)})
+        common = MetricRecord(
+            {NUM_EXAMPLES: metrics[NUM_EXAMPLES], "loss": metrics.get("loss", 0.0)}
+        )
         content = RecordDict({METRICS: common})
         if train:
-            content[ARRAYS] = reply.content[ARRAYS]
-        return Message(content=content, metadata=reply.metadata)
+            content[ARRAYS] = reply.content.array_records[ARRAYS]
+        return Message(content=content, metadata=reply.metadata)  # type: ignore[call-overload,no-any-return]
 
     # -------------------------------------------------------------- aggregation
     def aggregate_train(
@@ -276,15 +288,20 @@ class ScopedStrategy(Strategy):
                 server_round, [self._strip(reply, True) for reply, _ in valid]
             )
         except Exception as exc:  # a strategy failure costs the round, not the run
-            logger.error("round %d: %s failed to aggregate: %s", server_round,
-                         type(self.inner).__name__, exc)
+            logger.error(
+                "round %d: %s failed to aggregate: %s", server_round, type(self.inner).__name__, exc
+            )
             self.rounds[server_round].skipped = True
             return None, None
         if arrays is not None:
-            arrays = to_record({
-                k: cast_like(v, np.dtype(self._shared_spec[k][1])) if k in self._shared_spec else v
-                for k, v in from_record(arrays).items()
-            })
+            arrays = to_record(
+                {
+                    k: cast_like(v, np.dtype(self._shared_spec[k][1]))
+                    if k in self._shared_spec
+                    else v
+                    for k, v in from_record(arrays).items()
+                }
+            )
         self._aggregate_tasks(valid)
         return arrays, self._task_metrics(self.rounds[server_round].train, metrics)
 
@@ -293,7 +310,9 @@ class ScopedStrategy(Strategy):
         for reply, info in valid:
             if info.task in self.task_arrays:
                 weight = float(reply.content.metric_records[METRICS][NUM_EXAMPLES])  # type: ignore[arg-type]
-                groups[info.task].append((from_record(reply.content[TASK_ARRAYS]), weight))
+                groups[info.task].append(
+                    (from_record(reply.content.array_records[TASK_ARRAYS]), weight)
+                )
         for task, pairs in groups.items():
             self.task_arrays[task] = weighted_average([u for u, _ in pairs], [w for _, w in pairs])
 

@@ -28,7 +28,9 @@ def _digest(record: Any, key: str) -> str:
 def make_spy(log_dir: Path) -> Callable[..., Message]:
     """A Flower client mod that records, per client, what each train reply carries."""
 
-    def spy(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+    def spy(
+        msg: Message, context: Context, call_next: Callable[[Message, Context], Message]
+    ) -> Message:
         before = context.state.get(LOCAL_STATE)
         reply = call_next(msg, context)
         after = context.state.get(LOCAL_STATE)
@@ -110,8 +112,12 @@ def test_task_scope_travels_per_task_only(tmp_path: Path) -> None:
     # Prepare: heads task-shared; two clients per task for two tasks
     cfg = small(
         tmp_path,
-        **{"tasks": ["digit", "parity"], "num-clients": 4, "scope-task": ["heads.*"],
-           "scope-local": ["*.num_batches_tracked"]},
+        **{
+            "tasks": ["digit", "parity"],
+            "num-clients": 4,
+            "scope-task": ["heads.*"],
+            "scope-local": ["*.num_batches_tracked"],
+        },
     )
     spy_dir = tmp_path / "spy"
     spy_dir.mkdir()
@@ -125,7 +131,9 @@ def test_task_scope_travels_per_task_only(tmp_path: Path) -> None:
             assert not any(k.startswith("heads.") for k in entry["arrays"])
     final = run_dir / "final"
     assert sorted(p.name for p in final.iterdir()) == [
-        "shared.npz", "task-digit.npz", "task-parity.npz"
+        "shared.npz",
+        "task-digit.npz",
+        "task-parity.npz",
     ]
     records = read_metrics(run_dir / "metrics.jsonl")
     assert records[-1]["rejected"] == []

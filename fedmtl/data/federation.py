@@ -77,8 +77,8 @@ def partition_indices(
     from flwr_datasets.partitioner import (
         DirichletPartitioner,
         IidPartitioner,
-        PathologicalPartitioner,
         Partitioner,
+        PathologicalPartitioner,
     )
 
     # IidPartitioner takes contiguous shards, so shuffle first (seeded).
@@ -119,7 +119,7 @@ def _train_test(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     rng = np.random.default_rng([seed, client_id])
     shuffled = rng.permutation(indices)
-    n_test = max(1, int(round(test_fraction * len(shuffled)))) if len(shuffled) > 1 else 0
+    n_test = max(1, round(test_fraction * len(shuffled))) if len(shuffled) > 1 else 0
     return shuffled[n_test:], shuffled[:n_test]
 
 

@@ -77,10 +77,12 @@ class DatasetSpec:
     source_fraction: float = 0.3
     source_seed: int = 1797
 
-    def source_split(self, num_examples: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    def source_split(
+        self, num_examples: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Return (source indices for pretraining, pool indices for clients)."""
         order = np.random.default_rng(self.source_seed).permutation(num_examples)
-        cut = int(round(self.source_fraction * num_examples))
+        cut = round(self.source_fraction * num_examples)
         return np.sort(order[:cut]), np.sort(order[cut:])
 
 

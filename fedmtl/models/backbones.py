@@ -6,6 +6,7 @@ features and reporting ``feature_dim``; task heads are built from it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,31 @@ def build_backbone(name: str) -> Backbone:
 
 
 def builtin_checkpoint(backbone: str) -> Path:
-    """Path of the checkpoint shipped with fedmtl for ``backbone``."""
-    return PRETRAINED_DIR / f"{backbone}.pt"
+    """Path of the checkpoint shipped with fedmtl for ``backbone``.
+
+    Looks beside this module first, then in the installed ``fedmtl`` distribution:
+    ``flwr run`` copies the app's code without binary files, so the copy it runs
+    finds the weights through the installed package.
+    """
+    name = f"{backbone}.pt"
+    candidates = [PRETRAINED_DIR / name, *_installed_pretrained_dirs(name)]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+def _installed_pretrained_dirs(name: str) -> list[Path]:
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("fedmtl")
+    except metadata.PackageNotFoundError:
+        return []
+    found = [Path(str(dist.locate_file(f"fedmtl/pretrained/{name}")))]
+    direct_url = dist.read_text("direct_url.json")  # editable installs point at the source
+    if direct_url:
+        url = json.loads(direct_url).get("url", "")
+        if url.startswith("file://"):
+            found.append(Path(url.removeprefix("file://")) / "fedmtl" / "pretrained" / name)
+    return found
 
 
 def resolve_pretrained(pretrained: str, backbone: str) -> Path | None:

@@ -29,6 +29,7 @@ def import_arrays(model: nn.Module, arrays: Mapping[str, npt.NDArray[np.generic]
             target = state[key]
             if tuple(value.shape) != tuple(target.shape):
                 raise ValueError(
-                    f"'{key}' has shape {tuple(value.shape)}, the model expects {tuple(target.shape)}"
+                    f"'{key}' has shape {tuple(value.shape)}, "
+                    f"the model expects {tuple(target.shape)}"
                 )
             target.copy_(torch.as_tensor(np.asarray(value)).to(target.dtype))

@@ -1,0 +1,439 @@
+"""Tests for :class:`strategies.scoped.ScopedStrategy` with fake replies and a fake Grid."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
+
+from fedmtl.records import (
+    ARRAYS,
+    METRICS,
+    TASK_ARRAYS,
+    ClientInfo,
+    from_record,
+    record_nbytes,
+    reply_content,
+    to_record,
+)
+from strategies.scoped import ScopedStrategy, check_arrays, spec_of
+from tests.factories import FakeGrid, error_reply, evaluate_reply, reply, train_reply
+
+pytestmark = pytest.mark.usefixtures("server_identity")
+
+F32 = np.float32
+
+
+def _shared(w: list[float], n: int = 0) -> dict[str, np.ndarray]:
+    return {
+        "backbone.w": np.asarray(w, dtype=F32),
+        "backbone.bn.num_batches_tracked": np.asarray(n, dtype=np.int64),
+    }
+
+
+def _head(value: float) -> dict[str, np.ndarray]:
+    return {"heads.x.weight": np.full((2, 2), value, dtype=F32)}
+
+
+def _inner() -> FedAvg:
+    return FedAvg(
+        fraction_train=1.0,
+        fraction_evaluate=1.0,
+        min_train_nodes=1,
+        min_evaluate_nodes=1,
+        min_available_nodes=1,
+    )
+
+
+def _strategy(task_scope: tuple[str, ...] = ("a", "b")) -> ScopedStrategy:
+    strategy = ScopedStrategy(
+        _inner(), task_arrays={task: to_record(_head(0.0)) for task in task_scope}
+    )
+    strategy._shared_spec = spec_of(_shared([0.0, 0.0]))
+    return strategy
+
+
+def _shared_result(arrays: ArrayRecord | None) -> dict[str, np.ndarray]:
+    assert arrays is not None
+    return from_record(arrays)
+
+
+@pytest.fixture(autouse=True)
+def _seeded(server_identity: None) -> None:
+    random.seed(0)  # FedAvg samples nodes with the random module
+    np.random.seed(0)
+
+
+# ------------------------------------------------------------------ training
+def test_shared_arrays_are_fedavg_weighted_by_num_examples() -> None:
+    # Prepare: (1*[1,2] + 3*[3,6]) / 4 = [2.5, 5.0]; counters (1*10 + 3*30) / 4 = 25
+    strategy = _strategy(task_scope=())
+    replies = [
+        train_reply(1, "c", 1, _shared([1.0, 2.0], 10), loss=0.4),
+        train_reply(2, "c", 3, _shared([3.0, 6.0], 30), loss=0.8),
+    ]
+
+    # Execute
+    arrays, metrics = strategy.aggregate_train(1, replies)
+
+    # Assert
+    result = _shared_result(arrays)
+    np.testing.assert_allclose(result["backbone.w"], [2.5, 5.0])
+    assert result["backbone.w"].dtype == F32
+    assert result["backbone.bn.num_batches_tracked"].dtype == np.int64
+    assert int(result["backbone.bn.num_batches_tracked"]) == 25
+    assert metrics is not None
+    assert metrics["loss"] == pytest.approx((0.4 * 1 + 0.8 * 3) / 4)  # weighted (inner)
+    assert metrics["c/loss-mean"] == pytest.approx(0.6)  # every client once
+    assert metrics["c/loss-worst"] == pytest.approx(0.8)
+    assert metrics["c/num-clients"] == 2
+    log = strategy.rounds[1]
+    assert not log.skipped and not log.rejected and not log.failures
+    assert [row["client-id"] for row in log.train] == [1, 2]
+
+
+def test_task_arrays_are_averaged_per_task_group() -> None:
+    # Prepare
+    strategy = _strategy(task_scope=("a", "b"))
+    replies = [
+        train_reply(1, "a", 1, _shared([0.0, 0.0]), _head(1.0)),
+        train_reply(2, "a", 3, _shared([4.0, 4.0]), _head(3.0)),
+        train_reply(3, "b", 2, _shared([12.0, 12.0]), _head(10.0)),
+        train_reply(4, "b", 6, _shared([0.0, 0.0]), _head(20.0)),
+    ]
+
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+
+    # Assert
+    # shared over everyone: (0*1 + 4*3 + 12*2 + 0*6) / 12 = 3
+    np.testing.assert_allclose(_shared_result(arrays)["backbone.w"], [3.0, 3.0])
+    # task a: (1*1 + 3*3) / 4 = 2.5; task b: (10*2 + 20*6) / 8 = 17.5
+    tasks = {t: from_record(r) for t, r in strategy.current_task_arrays().items()}
+    np.testing.assert_allclose(tasks["a"]["heads.x.weight"], np.full((2, 2), 2.5))
+    np.testing.assert_allclose(tasks["b"]["heads.x.weight"], np.full((2, 2), 17.5))
+    assert tasks["a"]["heads.x.weight"].dtype == F32
+
+
+def test_task_without_replies_keeps_its_arrays() -> None:
+    strategy = ScopedStrategy(
+        _inner(), task_arrays={"a": to_record(_head(0.0)), "b": to_record(_head(7.0))}
+    )
+    strategy._shared_spec = spec_of(_shared([0.0, 0.0]))
+    strategy.aggregate_train(1, [train_reply(1, "a", 2, _shared([1.0, 1.0]), _head(4.0))])
+    np.testing.assert_allclose(strategy.task_arrays["a"]["heads.x.weight"], 4.0)
+    np.testing.assert_allclose(strategy.task_arrays["b"]["heads.x.weight"], 7.0)
+
+
+def _nan_shared() -> Message:
+    return train_reply(9, "a", 5, _shared([np.nan, 1.0]), _head(100.0))
+
+
+def _inf_task() -> Message:
+    return train_reply(9, "a", 5, _shared([100.0, 100.0]), _head(np.inf))
+
+
+def _wrong_shape() -> Message:
+    return train_reply(9, "a", 5, _shared([100.0, 100.0, 100.0]), _head(100.0))
+
+
+def _wrong_keys() -> Message:
+    shared = {"backbone.other": np.zeros(2, F32), **_shared([100.0, 100.0])}
+    return train_reply(9, "a", 5, shared, _head(100.0))
+
+
+def _missing_key() -> Message:
+    return train_reply(9, "a", 5, {"backbone.w": np.full(2, 100.0, F32)}, _head(100.0))
+
+
+def _wrong_dtype() -> Message:
+    shared = {**_shared([100.0, 100.0]), "backbone.w": np.full(2, 100.0, np.float64)}
+    return train_reply(9, "a", 5, shared, _head(100.0))
+
+
+def _missing_num_examples() -> Message:
+    return train_reply(9, "a", None, _shared([100.0, 100.0]), _head(100.0))
+
+
+def _zero_num_examples() -> Message:
+    return train_reply(9, "a", 0, _shared([100.0, 100.0]), _head(100.0))
+
+
+def _nan_loss() -> Message:
+    return train_reply(9, "a", 5, _shared([100.0, 100.0]), _head(100.0), loss=float("nan"))
+
+
+def _missing_task_arrays() -> Message:
+    return train_reply(9, "a", 5, _shared([100.0, 100.0]), None)
+
+
+def _unexpected_task_arrays() -> Message:
+    return train_reply(9, "c", 5, _shared([100.0, 100.0]), _head(100.0))
+
+
+def _no_client_record() -> Message:
+    content = RecordDict(
+        {METRICS: MetricRecord({"num-examples": 5}), ARRAYS: to_record(_shared([100.0, 100.0]))}
+    )
+    return reply(9, content)
+
+
+def _no_shared_arrays() -> Message:
+    content = reply_content(ClientInfo(9, "a"), {"num-examples": 5}, task=to_record(_head(1.0)))
+    return reply(9, content)
+
+
+BAD_REPLIES: dict[str, tuple[Callable[[], Message], str]] = {
+    "nan-shared": (_nan_shared, "non-finite"),
+    "inf-task": (_inf_task, "non-finite values in 'task-arrays'"),
+    "wrong-shape": (_wrong_shape, "expected float32[2]"),
+    "wrong-keys": (_wrong_keys, "unexpected ['backbone.other']"),
+    "missing-key": (_missing_key, "missing ['backbone.bn.num_batches_tracked']"),
+    "wrong-dtype": (_wrong_dtype, "float64"),
+    "missing-num-examples": (_missing_num_examples, "no 'num-examples'"),
+    "zero-num-examples": (_zero_num_examples, "absurd 'num-examples'"),
+    "nan-loss": (_nan_loss, "non-finite metric"),
+    "missing-task-arrays": (_missing_task_arrays, "'task-arrays' missing"),
+    "unexpected-task-arrays": (_unexpected_task_arrays, "has no task scope"),
+    "no-client-record": (_no_client_record, "no 'client' record"),
+    "no-shared-arrays": (_no_shared_arrays, "'arrays' missing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REPLIES))
+def test_invalid_reply_is_rejected_and_not_averaged(case: str) -> None:
+    # Prepare
+    make_bad, reason = BAD_REPLIES[case]
+    strategy = _strategy(task_scope=("a",))
+    good = train_reply(1, "a", 2, _shared([1.0, 2.0], 4), _head(3.0))
+
+    # Execute
+    arrays, _ = strategy.aggregate_train(3, [good, make_bad()])
+
+    # Assert: the result is exactly the good reply's arrays
+    result = _shared_result(arrays)
+    np.testing.assert_allclose(result["backbone.w"], [1.0, 2.0])
+    np.testing.assert_allclose(strategy.task_arrays["a"]["heads.x.weight"], 3.0)
+    log = strategy.rounds[3]
+    assert len(log.rejected) == 1
+    assert log.rejected[0]["node-id"] == 9
+    assert reason in log.rejected[0]["reason"]
+    assert [row["client-id"] for row in log.train] == [1]
+    assert not log.failures and not log.skipped
+
+
+def test_error_replies_count_as_failures() -> None:
+    # Prepare
+    strategy = _strategy(task_scope=())
+    replies = [
+        train_reply(1, "c", 2, _shared([1.0, 1.0])),
+        error_reply(5, "out of memory"),
+        error_reply(6, "timeout"),
+    ]
+
+    # Execute
+    arrays, _ = strategy.aggregate_train(2, replies)
+
+    # Assert
+    np.testing.assert_allclose(_shared_result(arrays)["backbone.w"], [1.0, 1.0])
+    failures = strategy.rounds[2].failures
+    assert failures == [
+        {"node-id": 5, "reason": "out of memory"},
+        {"node-id": 6, "reason": "timeout"},
+    ]
+    assert not strategy.rounds[2].rejected
+
+
+def test_all_invalid_round_is_skipped() -> None:
+    # Prepare
+    strategy = _strategy(task_scope=("a",))
+    replies = [_nan_shared(), _missing_num_examples(), error_reply(4, "crash")]
+
+    # Execute
+    result = strategy.aggregate_train(4, replies)
+
+    # Assert
+    assert result == (None, None)
+    log = strategy.rounds[4]
+    assert log.skipped
+    assert len(log.rejected) == 2
+    assert len(log.failures) == 1
+    np.testing.assert_allclose(strategy.task_arrays["a"]["heads.x.weight"], 0.0)
+
+
+def test_empty_round_is_skipped() -> None:
+    strategy = _strategy()
+    assert strategy.aggregate_train(1, []) == (None, None)
+    assert strategy.rounds[1].skipped
+
+
+def test_bytes_up_counts_arrays_of_every_content_reply() -> None:
+    strategy = _strategy(task_scope=("a",))
+    good = train_reply(1, "a", 2, _shared([1.0, 2.0]), _head(3.0))
+    expected = sum(record_nbytes(r) for r in good.content.array_records.values())
+    strategy.aggregate_train(1, [good, error_reply(2, "x")])
+    assert strategy.rounds[1].bytes_up == expected > 0
+
+
+def test_train_rows_are_sorted_by_client_id() -> None:
+    strategy = _strategy(task_scope=())
+    replies = [train_reply(n, "c", 1, _shared([1.0, 1.0])) for n in (7, 3, 5)]
+    strategy.aggregate_train(1, replies)
+    assert [row["client-id"] for row in strategy.rounds[1].train] == [3, 5, 7]
+    assert strategy.node_tasks == {7: "c", 3: "c", 5: "c"}
+
+
+# ---------------------------------------------------------------- evaluation
+def test_aggregate_evaluate_reports_per_task_mean_and_worst() -> None:
+    # Prepare
+    strategy = _strategy()
+    replies = [
+        evaluate_reply(1, "a", 10, loss=0.5, accuracy=0.8),
+        evaluate_reply(2, "a", 30, loss=1.5, accuracy=0.6),
+        evaluate_reply(3, "a", 20, loss=1.0, accuracy=0.4),
+        evaluate_reply(4, "b", 50, loss=0.2, accuracy=0.9),
+        error_reply(5, "lost", MessageType.EVALUATE),
+    ]
+
+    # Execute
+    metrics = strategy.aggregate_evaluate(1, replies)
+
+    # Assert
+    assert metrics is not None
+    assert metrics["a/accuracy-mean"] == pytest.approx(0.6)  # (0.8 + 0.6 + 0.4) / 3
+    assert metrics["a/accuracy-worst"] == pytest.approx(0.4)  # min
+    assert metrics["a/loss-mean"] == pytest.approx(1.0)
+    assert metrics["a/loss-worst"] == pytest.approx(1.5)  # max for a loss
+    assert metrics["a/num-clients"] == 3
+    assert metrics["b/accuracy-mean"] == pytest.approx(0.9)
+    assert metrics["b/accuracy-worst"] == pytest.approx(0.9)
+    assert not any(k.endswith("-std") for k in metrics)
+    log = strategy.rounds[1]
+    assert len(log.evaluate) == 4
+    assert log.failures == [{"node-id": 5, "reason": "lost"}]
+
+
+def test_aggregate_evaluate_without_valid_replies_returns_none() -> None:
+    strategy = _strategy()
+    bad = reply(1, reply_content(ClientInfo(1, "a"), {"loss": 0.1}), MessageType.EVALUATE)
+    assert strategy.aggregate_evaluate(1, [bad]) is None
+    assert strategy.rounds[1].rejected[0]["reason"] == "no 'num-examples' in 'metrics'"
+
+
+# ------------------------------------------------------------- configuration
+def _configured(
+    strategy: ScopedStrategy, grid: FakeGrid, server_round: int = 1
+) -> dict[int, Message]:
+    messages = strategy.configure_train(
+        server_round, to_record(_shared([0.0, 0.0])), ConfigRecord({"lr": 0.1}), grid
+    )
+    return {m.metadata.dst_node_id: m for m in messages}
+
+
+def test_configure_train_sends_each_node_only_its_task_arrays() -> None:
+    # Prepare
+    strategy = ScopedStrategy(
+        _inner(), task_arrays={"a": to_record(_head(1.0)), "b": to_record(_head(2.0))}
+    )
+    grid = FakeGrid({11: "a", 12: "b", 13: "a", 14: "c"})
+
+    # Execute
+    messages = _configured(strategy, grid)
+
+    # Assert
+    assert sorted(messages) == [11, 12, 13, 14]
+    assert sorted(m.metadata.dst_node_id for m in grid.queries) == [11, 12, 13, 14]
+    assert strategy.node_tasks == {11: "a", 12: "b", 13: "a", 14: "c"}
+    assert strategy.node_clients == {11: 111, 12: 112, 13: 113, 14: 114}
+    for node, value in ((11, 1.0), (12, 2.0), (13, 1.0)):
+        content = messages[node].content
+        assert messages[node].metadata.message_type == MessageType.TRAIN
+        task = from_record(content[TASK_ARRAYS])
+        assert list(task) == ["heads.x.weight"]
+        np.testing.assert_allclose(task["heads.x.weight"], value)
+        np.testing.assert_allclose(from_record(content[ARRAYS])["backbone.w"], [0.0, 0.0])
+        assert content.config_records["config"]["server-round"] == 1
+    assert TASK_ARRAYS not in messages[14].content  # task "c" has no task scope
+    assert strategy._shared_spec == spec_of(_shared([0.0, 0.0]))
+    expected_down = sum(
+        record_nbytes(r) for m in messages.values() for r in m.content.array_records.values()
+    )
+    assert strategy.rounds[1].bytes_down == expected_down
+
+
+def test_nodes_are_queried_once_and_receive_aggregated_task_arrays() -> None:
+    # Prepare
+    strategy = ScopedStrategy(
+        _inner(), task_arrays={"a": to_record(_head(1.0)), "b": to_record(_head(2.0))}
+    )
+    grid = FakeGrid({11: "a", 12: "b"})
+    _configured(strategy, grid, server_round=1)
+    replies = [
+        train_reply(11, "a", 1, _shared([1.0, 1.0]), _head(5.0), client_id=111),
+        train_reply(12, "b", 1, _shared([1.0, 1.0]), _head(9.0), client_id=112),
+    ]
+    strategy.aggregate_train(1, replies)
+
+    # Execute
+    messages = _configured(strategy, grid, server_round=2)
+
+    # Assert
+    assert len(grid.queries) == 2  # no second discovery
+    np.testing.assert_allclose(from_record(messages[11].content[TASK_ARRAYS])["heads.x.weight"], 5.0)
+    np.testing.assert_allclose(from_record(messages[12].content[TASK_ARRAYS])["heads.x.weight"], 9.0)
+
+
+def test_node_that_does_not_answer_the_query_gets_no_task_arrays() -> None:
+    strategy = ScopedStrategy(_inner(), task_arrays={"a": to_record(_head(1.0))})
+    grid = FakeGrid({11: "a", 12: "a"}, silent={12})
+    messages = _configured(strategy, grid)
+    assert TASK_ARRAYS in messages[11].content
+    assert TASK_ARRAYS not in messages[12].content
+    assert 12 not in strategy.node_tasks
+
+
+def test_without_task_scope_no_query_is_sent() -> None:
+    strategy = ScopedStrategy(_inner())
+    grid = FakeGrid({11: "a", 12: "b"})
+    messages = _configured(strategy, grid)
+    assert grid.queries == []
+    assert all(TASK_ARRAYS not in m.content for m in messages.values())
+
+
+def test_configure_evaluate_adds_task_arrays_too() -> None:
+    strategy = ScopedStrategy(_inner(), task_arrays={"a": to_record(_head(4.0))})
+    grid = FakeGrid({11: "a", 12: "b"})
+    messages = {
+        m.metadata.dst_node_id: m
+        for m in strategy.configure_evaluate(
+            1, to_record(_shared([0.0, 0.0])), ConfigRecord(), grid
+        )
+    }
+    assert messages[11].metadata.message_type == MessageType.EVALUATE
+    np.testing.assert_allclose(from_record(messages[11].content[TASK_ARRAYS])["heads.x.weight"], 4.0)
+    assert TASK_ARRAYS not in messages[12].content
+
+
+def test_configure_then_aggregate_end_to_end() -> None:
+    strategy = ScopedStrategy(_inner(), task_arrays={"a": to_record(_head(0.0))})
+    grid = FakeGrid({1: "a", 2: "a"})
+    _configured(strategy, grid)
+    arrays, _ = strategy.aggregate_train(
+        1,
+        [
+            train_reply(1, "a", 1, _shared([2.0, 2.0]), _head(2.0)),
+            train_reply(2, "a", 1, _shared([4.0, 4.0]), _head(4.0)),
+        ],
+    )
+    np.testing.assert_allclose(_shared_result(arrays)["backbone.w"], [3.0, 3.0])
+    np.testing.assert_allclose(strategy.task_arrays["a"]["heads.x.weight"], 3.0)
+
+
+def test_check_arrays_accepts_matching_record() -> None:
+    arrays = _shared([1.0, 2.0])
+    assert check_arrays(to_record(arrays), spec_of(arrays), ARRAYS) is None
+    assert check_arrays(None, spec_of(arrays), ARRAYS) == "'arrays' missing or not an ArrayRecord"
