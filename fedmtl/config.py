@@ -271,6 +271,13 @@ def _validate_cross_keys(cfg: ExperimentConfig) -> None:
             "min-available-clients",
             f"must be <= num-clients ({cfg.num_clients}), got {cfg.min_available_clients}",
         )
+    _check_strategy(cfg)
+
+
+def _check_strategy(cfg: ExperimentConfig) -> None:
+    """The strategy must exist and accept its options (built once, then dropped)."""
+    from strategies.registry import StrategyOptionError, build_strategy
+
     if cfg.strategy not in _strategy_names() and ":" not in cfg.strategy:
         names = _strategy_names()
         raise ConfigError(
@@ -278,6 +285,11 @@ def _validate_cross_keys(cfg: ExperimentConfig) -> None:
             f"'{cfg.strategy}' is not a registered strategy; allowed: {names} "
             f"or 'package.module:ClassName'{_suggest(cfg.strategy, names)}",
         )
+    try:
+        build_strategy(cfg.strategy, cfg.strategy_options)
+    except StrategyOptionError as exc:
+        key = "strategy-options" if "option" in str(exc) else "strategy"
+        raise ConfigError(key, str(exc)) from None
 
 
 def build_config(values: Mapping[str, Any]) -> ExperimentConfig:

@@ -54,6 +54,16 @@ class Sampling:
 
 
 StrategyFactory = Callable[..., Strategy]
+# Constructor arguments that fix the wire format; an experiment may not change them.
+WIRE_ARGUMENTS = frozenset(
+    {
+        "arrayrecord_key",
+        "configrecord_key",
+        "weighted_by_key",
+        "train_metrics_aggr_fn",
+        "evaluate_metrics_aggr_fn",
+    }
+)
 STRATEGIES: Registry[StrategyFactory] = Registry("strategy")
 
 
@@ -140,8 +150,8 @@ def build_strategy(
     kwargs = {k: v for k, v in (sampling or Sampling()).kwargs().items() if k in accepted}
     for key, value in (options or {}).items():
         arg = key.replace("-", "_")
-        if arg not in accepted and not takes_kwargs:
-            allowed = sorted(accepted - set(Sampling().kwargs()))
+        if (arg not in accepted and not takes_kwargs) or arg in WIRE_ARGUMENTS:
+            allowed = sorted(accepted - set(Sampling().kwargs()) - WIRE_ARGUMENTS)
             close = difflib.get_close_matches(arg, allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise StrategyOptionError(

@@ -36,7 +36,9 @@ def reply(node_id: int, content: RecordDict, message_type: str = MessageType.TRA
 
 def error_reply(node_id: int, reason: str, message_type: str = MessageType.TRAIN) -> Message:
     """A reply from ``node_id`` that carries an error instead of content."""
-    return Message(error=Error(code=1, reason=reason), metadata=reply_metadata(node_id, message_type))
+    return Message(
+        error=Error(code=1, reason=reason), metadata=reply_metadata(node_id, message_type)
+    )
 
 
 def train_reply(

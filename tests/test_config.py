@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from typing import Any
 
 import pytest
+import tomllib
 
 from fedmtl.cli import main
 from fedmtl.config import (
@@ -280,3 +280,16 @@ def test_cli_unknown_key_suggests_the_right_one(capsys: pytest.CaptureFixture[st
     assert status == 2
     assert "stratgy" in err
     assert "did you mean 'strategy'" in err
+
+
+def test_resolved_config_toml_round_trips() -> None:
+    # Prepare
+    from fedmtl.results import to_toml
+
+    cfg = load_experiment("digits", {"strategy-options": {"eta": 0.1}, "scope-task": ["re:x"]})
+
+    # Execute
+    reread = build_config(tomllib.loads(to_toml(cfg.to_dict())))
+
+    # Assert
+    assert reread == cfg

@@ -76,9 +76,7 @@ def test_same_seed_gives_identical_federation(partitioner: str) -> None:
 
 
 @pytest.mark.parametrize("partitioner", PARTITIONERS)
-def test_different_seed_gives_different_partition(
-    partitioner: str, base_index: BaseIndex
-) -> None:
+def test_different_seed_gives_different_partition(partitioner: str, base_index: BaseIndex) -> None:
     # Execute
     first = _build_uncached(_spec(partitioner, seed=0))
     second = _build_uncached(_spec(partitioner, seed=1))
@@ -86,8 +84,7 @@ def test_different_seed_gives_different_partition(
     # Assert: some client holds a different set of examples
     def held(clients: tuple[ClientData, ...]) -> list[set[int]]:
         return [
-            set(base_index.indices(np.concatenate([c.x_train, c.x_test])).tolist())
-            for c in clients
+            set(base_index.indices(np.concatenate([c.x_train, c.x_test])).tolist()) for c in clients
         ]
 
     assert held(first) != held(second)
@@ -121,9 +118,7 @@ def test_clients_never_see_source_split_and_train_test_are_disjoint(
 
 
 @pytest.mark.parametrize("partitioner", ["iid", "dirichlet"])
-def test_union_of_clients_covers_pool_exactly_once(
-    partitioner: str, base_index: BaseIndex
-) -> None:
+def test_union_of_clients_covers_pool_exactly_once(partitioner: str, base_index: BaseIndex) -> None:
     # Execute
     clients = _build_uncached(_spec(partitioner))
 
@@ -225,7 +220,13 @@ def test_test_fraction_sets_test_share() -> None:
 
 def test_assign_tasks_round_robin() -> None:
     assert assign_tasks(("a", "b", "c"), 7, "round-robin", {}) == [
-        "a", "b", "c", "a", "b", "c", "a",
+        "a",
+        "b",
+        "c",
+        "a",
+        "b",
+        "c",
+        "a",
     ]
 
 
@@ -253,7 +254,12 @@ def test_federation_with_task_counts() -> None:
         "iid", task_assignment="counts", task_counts=(("digit", 4), ("ge5", 1), ("parity", 1))
     )
     assert [c.task for c in _build_uncached(spec)] == [
-        "digit", "digit", "digit", "digit", "parity", "ge5",
+        "digit",
+        "digit",
+        "digit",
+        "digit",
+        "parity",
+        "ge5",
     ]
 
 

@@ -23,8 +23,6 @@ from fedmtl.records import (
 from strategies.scoped import ScopedStrategy, check_arrays, spec_of
 from tests.factories import FakeGrid, error_reply, evaluate_reply, reply, train_reply
 
-pytestmark = pytest.mark.usefixtures("server_identity")
-
 F32 = np.float32
 
 
@@ -383,8 +381,12 @@ def test_nodes_are_queried_once_and_receive_aggregated_task_arrays() -> None:
 
     # Assert
     assert len(grid.queries) == 2  # no second discovery
-    np.testing.assert_allclose(from_record(messages[11].content[TASK_ARRAYS])["heads.x.weight"], 5.0)
-    np.testing.assert_allclose(from_record(messages[12].content[TASK_ARRAYS])["heads.x.weight"], 9.0)
+    np.testing.assert_allclose(
+        from_record(messages[11].content[TASK_ARRAYS])["heads.x.weight"], 5.0
+    )
+    np.testing.assert_allclose(
+        from_record(messages[12].content[TASK_ARRAYS])["heads.x.weight"], 9.0
+    )
 
 
 def test_node_that_does_not_answer_the_query_gets_no_task_arrays() -> None:
@@ -414,7 +416,9 @@ def test_configure_evaluate_adds_task_arrays_too() -> None:
         )
     }
     assert messages[11].metadata.message_type == MessageType.EVALUATE
-    np.testing.assert_allclose(from_record(messages[11].content[TASK_ARRAYS])["heads.x.weight"], 4.0)
+    np.testing.assert_allclose(
+        from_record(messages[11].content[TASK_ARRAYS])["heads.x.weight"], 4.0
+    )
     assert TASK_ARRAYS not in messages[12].content
 
 

@@ -48,8 +48,9 @@ def test_local_training_lowers_loss(data: ClientData) -> None:
     settings = TrainSettings(epochs=3, batch_size=16, learning_rate=0.05, seed=1)
 
     # Execute
-    result = train_local(model, data.task, data.x_train, data.y_train, settings,
-                         _all_trainable(model))
+    result = train_local(
+        model, data.task, data.x_train, data.y_train, settings, _all_trainable(model)
+    )
     after = evaluate(model, data.task, data.x_train, data.y_train)
 
     # Assert
@@ -86,8 +87,15 @@ def test_proximal_term_keeps_weights_closer_to_reference(data: ClientData) -> No
     for mu in (0.0, 1.0):
         model = _model()
         settings = TrainSettings(epochs=2, learning_rate=0.05, proximal_mu=mu, seed=7)
-        train_local(model, data.task, data.x_train, data.y_train, settings,
-                    _all_trainable(model), proximal_reference=reference)
+        train_local(
+            model,
+            data.task,
+            data.x_train,
+            data.y_train,
+            settings,
+            _all_trainable(model),
+            proximal_reference=reference,
+        )
         params = _parameters(model)
         distances[mu] = _distance(params, {k: reference[k] for k in params})
 
@@ -101,8 +109,7 @@ def test_same_seed_gives_identical_weights_and_other_seed_differs(data: ClientDa
     def run(seed: int) -> dict[str, torch.Tensor]:
         model = _model()
         settings = TrainSettings(epochs=1, seed=seed)
-        train_local(model, data.task, data.x_train, data.y_train, settings,
-                    _all_trainable(model))
+        train_local(model, data.task, data.x_train, data.y_train, settings, _all_trainable(model))
         return {k: v.clone() for k, v in model.state_dict().items()}
 
     # Execute
@@ -126,8 +133,9 @@ def test_build_model_is_deterministic_and_heads_ignore_other_tasks() -> None:
 def test_zero_epochs_changes_nothing(data: ClientData) -> None:
     model = _model()
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    result = train_local(model, data.task, data.x_train, data.y_train,
-                         TrainSettings(epochs=0), _all_trainable(model))
+    result = train_local(
+        model, data.task, data.x_train, data.y_train, TrainSettings(epochs=0), _all_trainable(model)
+    )
     assert result == {"loss": 0.0, "num-examples": data.num_train}
     assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())
 
@@ -135,9 +143,14 @@ def test_zero_epochs_changes_nothing(data: ClientData) -> None:
 def test_adam_optimizer_trains(data: ClientData) -> None:
     model = _model()
     before = evaluate(model, data.task, data.x_train, data.y_train)["loss"]
-    train_local(model, data.task, data.x_train, data.y_train,
-                TrainSettings(epochs=2, optimizer="adam", learning_rate=0.005),
-                _all_trainable(model))
+    train_local(
+        model,
+        data.task,
+        data.x_train,
+        data.y_train,
+        TrainSettings(epochs=2, optimizer="adam", learning_rate=0.005),
+        _all_trainable(model),
+    )
     assert evaluate(model, data.task, data.x_train, data.y_train)["loss"] < before
 
 
