@@ -13,15 +13,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import shlex
+import tomllib
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from fedmtl.data import get_dataset_spec
 from fedmtl.data.federation import PartitionSpec
@@ -65,7 +65,7 @@ class ExperimentConfig:
     tasks: tuple[str, ...] = ("digit", "parity", "ge5")
     num_clients: int = 12
     task_assignment: str = "round-robin"
-    task_counts: Mapping[str, int] = field(default_factory=dict)
+    task_counts: Mapping[str, int] = field(default_factory=lambda: types.MappingProxyType({}))
     partitioner: str = "dirichlet"
     dirichlet_alpha: float = 1.0
     classes_per_client: int = 4
@@ -88,7 +88,7 @@ class ExperimentConfig:
     device: str = "auto"
     # federation
     strategy: str = "fedavg"
-    strategy_options: Mapping[str, Any] = field(default_factory=dict)
+    strategy_options: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
     num_rounds: int = 10
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
@@ -112,7 +112,7 @@ class ExperimentConfig:
 
     def __hash__(self) -> int:
         # Mapping fields are not hashable; the canonical JSON form is.
-        return hash(json.dumps(self.to_dict(), sort_keys=True))
+        return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
 
     @property
     def expected_clients(self) -> int:
@@ -250,9 +250,10 @@ def _validate_cross_keys(cfg: ExperimentConfig) -> None:
         unknown = set(cfg.task_counts) - set(cfg.tasks)
         if unknown:
             raise ConfigError("task-counts", f"names tasks not in 'tasks': {sorted(unknown)}")
-        total = sum(cfg.task_counts.values())
-        if any(not isinstance(c, int) or c < 0 for c in cfg.task_counts.values()):
-            raise ConfigError("task-counts", "counts must be integers >= 0")
+        counts = list(cfg.task_counts.values())
+        if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+            raise ConfigError("task-counts", f"counts must be integers >= 0, got {counts}")
+        total = sum(counts)
         if total != cfg.num_clients:
             raise ConfigError(
                 "task-counts",
@@ -262,10 +263,13 @@ def _validate_cross_keys(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             "num-clients", f"must be >= the number of tasks ({len(cfg.tasks)}) for round-robin"
         )
-    try:
-        scope_rules(cfg)
-    except ValueError as exc:
-        raise ConfigError("scope-default", str(exc)) from None
+    for scope in SCOPES:
+        for pattern in getattr(cfg, f"scope_{scope}", ()):
+            if pattern.startswith("re:"):
+                try:
+                    re.compile(pattern[3:])
+                except re.error as exc:
+                    raise ConfigError(f"scope-{scope}", f"bad regex '{pattern}': {exc}") from None
     if cfg.min_available_clients > cfg.num_clients:
         raise ConfigError(
             "min-available-clients",

@@ -12,4 +12,10 @@ fi
 if ! python -c "import torch" 2>/dev/null; then
   pip install -q --disable-pip-version-check "${FEDMTL_TORCH:-torch==2.13.0}"
 fi
-pip install -q --disable-pip-version-check -e "$ROOT${FEDMTL_EXTRAS:-}"
+# Reinstall only when pyproject.toml or the extras changed since the last install.
+STAMP="$VENV/.fedmtl-install-stamp"
+WANT="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)${FEDMTL_EXTRAS:-}"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  pip install -q --disable-pip-version-check -e "$ROOT${FEDMTL_EXTRAS:-}"
+  echo "$WANT" > "$STAMP"
+fi

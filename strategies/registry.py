@@ -24,7 +24,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from fedmtl.registry import Registry
+from fedmtl.registry import Registry, RegistryError
 
 
 class StrategyOptionError(ValueError):
@@ -145,9 +145,15 @@ def build_strategy(
     StrategyOptionError
         Unknown strategy, option not accepted by it, or a constructor error.
     """
-    factory = _import_factory(name) if ":" in name else STRATEGIES.get(name)
+    try:
+        factory = _import_factory(name) if ":" in name else STRATEGIES.get(name)
+    except RegistryError as exc:
+        raise StrategyOptionError(str(exc)) from None
     accepted, takes_kwargs = _accepted_parameters(factory)
-    kwargs = {k: v for k, v in (sampling or Sampling()).kwargs().items() if k in accepted}
+    # A factory taking **kwargs (a subclass forwarding to FedAvg) gets the sampling too.
+    kwargs = {
+        k: v for k, v in (sampling or Sampling()).kwargs().items() if k in accepted or takes_kwargs
+    }
     for key, value in (options or {}).items():
         arg = key.replace("-", "_")
         if (arg not in accepted and not takes_kwargs) or arg in WIRE_ARGUMENTS:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from typing import Any
 
 import pytest
-import tomllib
 
 from fedmtl.cli import main
 from fedmtl.config import (
@@ -112,6 +112,17 @@ def test_parse_override_without_equals_sign_raises() -> None:
         ({"tasks": ["digit", "digit"]}, "tasks", ["twice"]),
         ({"dataset": "mnist"}, "dataset", ["digits"]),
         ({"strategy": "fedavgg"}, "strategy", ["fedadam", "did you mean 'fedavg'"]),
+        ({"strategy": "nosuchpkg.mod:Cls"}, "strategy", ["cannot import"]),
+        (
+            {"strategy": "fedadam", "strategy-options": {"etta": 0.1}},
+            "strategy-options",
+            ["no option 'etta'", "did you mean 'eta'"],
+        ),
+        (
+            {"strategy": "fedavg", "strategy-options": {"weighted-by-key": "n"}},
+            "strategy-options",
+            ["no option 'weighted-by-key'"],
+        ),
         ({"num-clients": 2}, "num-clients", ["number of tasks (3)"]),
         ({"min-available-clients": 13}, "min-available-clients", ["num-clients (12)"]),
     ],
@@ -169,23 +180,12 @@ def test_task_counts_that_add_up_are_accepted() -> None:
     assert dict(cfg.task_counts) == {"digit": 6, "parity": 4, "ge5": 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG fedmtl/config.py _validate_cross_keys: sum() of task-counts runs before the "
-    "integer check, so a non-integer count raises TypeError instead of ConfigError",
-)
 def test_non_integer_task_count_raises_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         build_config({"task-assignment": "counts", "task-counts": {"digit": "12"}})
     assert info.value.key == "task-counts"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG fedmtl/config.py _validate_cross_keys: any invalid scope pattern is "
-    "reported under key 'scope-default' instead of the key holding the pattern",
-)
 def test_invalid_scope_regex_names_the_pattern_key() -> None:
     with pytest.raises(ConfigError) as info:
         build_config({"scope-local": ["re:("]})
@@ -200,7 +200,12 @@ def test_invalid_scope_regex_raises_config_error() -> None:
 
 def test_equal_configs_hash_equal_and_work_as_dict_keys() -> None:
     # Prepare
-    values = {"num-rounds": 4, "strategy-options": {"eta": 0.1}, "tasks": ["digit", "parity"]}
+    values = {
+        "num-rounds": 4,
+        "strategy": "fedadam",
+        "strategy-options": {"eta": 0.1},
+        "tasks": ["digit", "parity"],
+    }
 
     # Execute
     first, second = build_config(values), build_config(dict(values))
@@ -216,7 +221,7 @@ def test_equal_configs_hash_equal_and_work_as_dict_keys() -> None:
 
 def test_config_is_frozen() -> None:
     # Prepare
-    cfg = build_config({"strategy-options": {"eta": 0.1}, "task-counts": {}})
+    cfg = build_config({"strategy": "fedadam", "strategy-options": {"eta": 0.1}, "task-counts": {}})
 
     # Execute / Assert
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -226,12 +231,6 @@ def test_config_is_frozen() -> None:
     assert cfg.strategy_options["eta"] == 0.1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG fedmtl/config.py ExperimentConfig: defaulted mapping fields (task-counts, "
-    "strategy-options) are plain mutable dicts; only values passed to build_config are "
-    "frozen, so mutating a default config changes its hash",
-)
 def test_default_mapping_fields_are_read_only() -> None:
     cfg = build_config({})
     with pytest.raises(TypeError):
@@ -286,7 +285,10 @@ def test_resolved_config_toml_round_trips() -> None:
     # Prepare
     from fedmtl.results import to_toml
 
-    cfg = load_experiment("digits", {"strategy-options": {"eta": 0.1}, "scope-task": ["re:x"]})
+    cfg = load_experiment(
+        "digits",
+        {"strategy": "fedadam", "strategy-options": {"eta": 0.1}, "scope-task": ["re:x"]},
+    )
 
     # Execute
     reread = build_config(tomllib.loads(to_toml(cfg.to_dict())))

@@ -80,12 +80,6 @@ def test_import_class_by_reference() -> None:
     assert strategy.server_lr == 0.25
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG strategies/registry.py build_strategy: sampling kwargs are filtered by the "
-    "factory's named parameters, so a subclass forwarding **kwargs to FedAvg silently "
-    "gets Flower's defaults instead of the experiment's fraction-train/min-available",
-)
 def test_sampling_reaches_a_strategy_that_forwards_kwargs() -> None:
     strategy = build_strategy(
         "tests.custom_strategy:HalfStepFedAvg",
@@ -130,13 +124,6 @@ def test_unknown_name_suggests_the_right_one() -> None:
     assert "fedyogi" in str(info.value)  # lists the available names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RegistryError,
-    reason="BUG strategies/registry.py build_strategy: the docstring promises "
-    "StrategyOptionError for an unknown strategy, but STRATEGIES.get raises RegistryError "
-    "(a KeyError), which callers catching StrategyOptionError/ValueError miss",
-)
 def test_unknown_name_raises_strategy_option_error() -> None:
     with pytest.raises(StrategyOptionError):
         build_strategy("fedavgg")
@@ -194,3 +181,9 @@ def test_registry_unknown_name_suggests_and_lists() -> None:
     assert "did you mean 'sprocket'" in message
     assert "['gear', 'sprocket']" in message
     assert isinstance(info.value, KeyError)
+
+
+@pytest.mark.parametrize("option", ["weighted-by-key", "arrayrecord_key", "configrecord-key"])
+def test_wire_layout_options_are_refused(option: str) -> None:
+    with pytest.raises(StrategyOptionError, match=f"no option '{option}'"):
+        build_strategy("fedavg", {option: "x"})
