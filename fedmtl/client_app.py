@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
@@ -190,7 +190,6 @@ def make_client_app(
 app = make_client_app()
 
 __all__ = [
-    "ArrayRecord",
     "app",
     "handle_evaluate",
     "handle_query",

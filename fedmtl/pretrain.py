@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from fedmtl.data import get_dataset_spec
 from fedmtl.models import build_model
@@ -65,8 +64,3 @@ def pretrain_backbone(
     state = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     torch.save({"state_dict": state, "meta": meta}, target)
     return target, meta
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of scalar parameters in ``module``."""
-    return sum(p.numel() for p in module.parameters())

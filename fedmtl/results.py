@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fedmtl.config import ExperimentConfig
+from fedmtl.plots import METRICS_FILE
 
-METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.toml"
 

@@ -22,7 +22,7 @@ from fedmtl.client_app import fresh_model
 from fedmtl.config import ExperimentConfig, config_from_run_config, scope_rules
 from fedmtl.metrics import summarize_by_task
 from fedmtl.models.state import export_arrays
-from fedmtl.plots import format_task_table, write_run_plots
+from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics, write_run_plots
 from fedmtl.records import from_record, to_record
 from fedmtl.results import RunDirectory, summarize_run
 from fedmtl.scopes import assign_scopes, keys_in, task_relevant
@@ -144,19 +144,13 @@ def run_server(grid: Grid, cfg: ExperimentConfig, run: RunDirectory) -> dict[str
     run.save_arrays("shared", from_record(result.arrays if len(result.arrays) else shared))
     for task, record in strategy.current_task_arrays().items():
         run.save_arrays(f"task-{task}", from_record(record))
-    records = [json_record for json_record in _read(run)]
+    records = read_metrics(run.path / METRICS_FILE)
     summary = summarize_run(records)
     summary["config"] = cfg.to_dict()
     run.write_summary(summary)
     write_run_plots(run.path)
     _print_final(records)
     return summary
-
-
-def _read(run: RunDirectory) -> list[dict[str, Any]]:
-    from fedmtl.plots import read_metrics
-
-    return read_metrics(run.path / "metrics.jsonl")
 
 
 def _print_final(records: list[dict[str, Any]]) -> None:
