@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -295,3 +298,19 @@ def test_resolved_config_toml_round_trips() -> None:
 
     # Assert
     assert reread == cfg
+
+
+def test_simulate_subprocess_exits_2_on_bad_value(tmp_path: Path) -> None:
+    # The real command line, as a user runs it: nothing starts, status 2, key named.
+
+    result = subprocess.run(
+        [sys.executable, "-m", "fedmtl", "simulate", "--set", "partitioner=random"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "config key 'partitioner'" in result.stderr
+    assert "'iid', 'dirichlet', 'pathological'" in result.stderr
+    assert not (tmp_path / "runs").exists()
