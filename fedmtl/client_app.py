@@ -7,7 +7,6 @@ selects its data and task. Handlers are thin: plain torch work lives in
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -17,8 +16,8 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
 from fedmtl.config import ExperimentConfig, config_from_run_config, partition_spec, scope_rules
-from fedmtl.data import ClientData, client_data, get_dataset_spec
-from fedmtl.models import MultiTaskModel, build_model
+from fedmtl.data import ClientData, client_data
+from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays, import_arrays
 from fedmtl.records import (
     ARRAYS,
@@ -30,6 +29,7 @@ from fedmtl.records import (
     reply_content,
     to_record,
 )
+from fedmtl.run_model import fresh_model, initial_model
 from fedmtl.scopes import assign_scopes, keys_in, task_relevant
 from fedmtl.training import TrainSettings, evaluate, pick_device, train_local
 
@@ -47,23 +47,11 @@ class ClientSetup:
     trainable: frozenset[str]
 
 
-@lru_cache(maxsize=4)
-def _initial_model(cfg: ExperimentConfig) -> MultiTaskModel:
-    spec = get_dataset_spec(cfg.dataset)
-    tasks = {t: spec.tasks[t].num_outputs for t in cfg.tasks}
-    return build_model(cfg.backbone, tasks, cfg.pretrained, cfg.seed)
-
-
-def fresh_model(cfg: ExperimentConfig) -> MultiTaskModel:
-    """A copy of the run's initial model (pretrained backbone, seeded heads)."""
-    return copy.deepcopy(_initial_model(cfg))
-
-
 @lru_cache(maxsize=64)
 def client_setup(cfg: ExperimentConfig, client_id: int) -> ClientSetup:
     """Data, task and scoped keys of one client (cached per Ray worker)."""
     data = client_data(partition_spec(cfg), client_id)
-    model = _initial_model(cfg)
+    model = initial_model(cfg)
     scopes = assign_scopes(model.state_dict().keys(), scope_rules(cfg))
     mine = {k: s for k, s in scopes.items() if task_relevant(k, data.task)}
     parameters = {name for name, _ in model.named_parameters()}

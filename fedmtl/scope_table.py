@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedmtl.client_app import fresh_model
 from fedmtl.config import ExperimentConfig, scope_rules
 from fedmtl.data import get_dataset_spec
+from fedmtl.run_model import fresh_model
 from fedmtl.scopes import assign_scopes, task_relevant
 
 

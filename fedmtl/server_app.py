@@ -18,13 +18,13 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fedmtl.client_app import fresh_model
 from fedmtl.config import ExperimentConfig, config_from_run_config, scope_rules
 from fedmtl.metrics import summarize_by_task
 from fedmtl.models.state import export_arrays
 from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics, write_run_plots
 from fedmtl.records import from_record, to_record
 from fedmtl.results import RunDirectory, summarize_run
+from fedmtl.run_model import fresh_model
 from fedmtl.scopes import assign_scopes, keys_in, task_relevant
 from strategies import ScopedStrategy, build_strategy
 from strategies.registry import Sampling
