@@ -31,6 +31,8 @@ def pretrain_backbone(
     checkpoint's metadata. Returns the checkpoint path and that metadata.
     """
     spec = get_dataset_spec(dataset)
+    if spec.load is None:
+        raise ValueError(f"dataset '{dataset}' has per-task inputs; pretrain needs shared inputs")
     base = spec.load()
     source, pool = spec.source_split(len(base.y))
     generator = torch.Generator().manual_seed(seed)

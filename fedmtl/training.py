@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +45,7 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list
 def train_local(
     model: MultiTaskModel,
     task: str,
-    x: npt.NDArray[np.float32],
+    x: npt.NDArray[Any],
     y: npt.NDArray[np.int64],
     settings: TrainSettings,
     trainable: set[str],
@@ -96,7 +97,7 @@ def train_local(
     if settings.proximal_mu > 0 and proximal_reference:
         named = dict(model.named_parameters())
         reference = {k: v.detach().to(device) for k, v in proximal_reference.items() if k in named}
-    xs, ys = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    ys = torch.from_numpy(y).to(device)
     generator = torch.Generator().manual_seed(settings.seed)
     loss_fn = nn.CrossEntropyLoss()
     total, count = 0.0, 0
@@ -106,7 +107,8 @@ def train_local(
             if len(batch) < 2 and len(ys) >= 2:
                 continue  # batch norm cannot train on a single example
             optimizer.zero_grad()
-            loss = loss_fn(model(xs[batch], task), ys[batch])
+            inputs = model.backbone.prepare(x[batch.numpy()], device)
+            loss = loss_fn(model(inputs, task), ys[batch])
             objective = loss
             if reference:
                 prox = sum(((named_params[k] - ref) ** 2).sum() for k, ref in reference.items())
@@ -122,7 +124,7 @@ def train_local(
 def evaluate(
     model: MultiTaskModel,
     task: str,
-    x: npt.NDArray[np.float32],
+    x: npt.NDArray[Any],
     y: npt.NDArray[np.int64],
     device: torch.device | None = None,
     batch_size: int = 256,
@@ -132,7 +134,7 @@ def evaluate(
     model.to(device).eval()
     loss_sum, correct = 0.0, 0
     for batch in _batches(len(y), batch_size, None):
-        inputs = torch.from_numpy(x[batch.numpy()]).to(device)
+        inputs = model.backbone.prepare(x[batch.numpy()], device)
         targets = torch.from_numpy(y[batch.numpy()]).to(device)
         logits = model(inputs, task)
         loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))

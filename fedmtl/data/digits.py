@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from fedmtl.data.registry import DATASETS, BaseData, DatasetSpec, TaskSpec
+from fedmtl.data.registry import DATASETS, BaseData, DatasetEntry, DatasetSpec, TaskSpec
 
 
 @lru_cache(maxsize=1)
@@ -32,4 +32,12 @@ DIGIT_TASKS = {
     "mod3": TaskSpec("mod3", 3, lambda y: y % 3, description="digit modulo 3"),
 }
 
-DATASETS.add("digits", DatasetSpec(name="digits", load=load_digits_data, tasks=DIGIT_TASKS))
+DIGITS = DatasetSpec(name="digits", load=load_digits_data, tasks=DIGIT_TASKS)
+
+DATASETS.add(
+    "digits",
+    DatasetEntry(
+        build=lambda options: DIGITS,
+        description="scikit-learn's 1,797 8x8 digits; tasks digit, parity, ge5, mod3 (offline)",
+    ),
+)

@@ -1,21 +1,27 @@
 """Split a dataset into per-client, per-task partitions (flwr-datasets partitioners).
 
-All clients share one pool (the dataset minus the pretraining source split). A
-partitioner over the *base* labels gives each client its own non-IID share;
-each client then sees its share through its task's label function and keeps a
-seeded train/test split of it. Everything is a pure function of the spec.
+When the tasks share inputs (digits), all clients share one pool (the dataset
+minus the pretraining source split): a partitioner over the *base* labels gives
+each client its own non-IID share, which the client sees through its task's
+label function. When each task has its own inputs (WordNet nouns, fortunes),
+each task's pool is split by the same partitioner among the clients holding
+that task. Every client keeps a seeded train/test split of its share.
+Everything is a pure function of the spec.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+
+import json
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from fedmtl.data.registry import get_dataset_spec
+from fedmtl.data.registry import BaseData, DatasetSpec, get_dataset_spec
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,13 @@ class PartitionSpec:
     classes_per_client: int = 4
     test_fraction: float = 0.25
     seed: int = 0
+    dataset_options: str = "{}"  # canonical JSON, so the spec stays hashable
+    max_examples_per_task: int = 0
+
+    def dataset_spec(self) -> DatasetSpec:
+        """The dataset these partitions are drawn from."""
+        options: dict[str, Any] = json.loads(self.dataset_options)
+        return get_dataset_spec(self.dataset, options)
 
 
 @dataclass(frozen=True)
@@ -40,9 +53,9 @@ class ClientData:
 
     client_id: int
     task: str
-    x_train: npt.NDArray[np.float32]
+    x_train: npt.NDArray[Any]
     y_train: npt.NDArray[np.int64]
-    x_test: npt.NDArray[np.float32]
+    x_test: npt.NDArray[Any]
     y_test: npt.NDArray[np.int64]
 
     @property
@@ -123,32 +136,65 @@ def _train_test(
     return shuffled[n_test:], shuffled[:n_test]
 
 
+def _cap(pool: npt.NDArray[np.int64], limit: int, seed: int) -> npt.NDArray[np.int64]:
+    """A seeded subset of at most ``limit`` pool positions (``0``: all of them)."""
+    if limit <= 0 or len(pool) <= limit:
+        return pool
+    return np.sort(np.random.default_rng([seed, 7]).choice(pool, size=limit, replace=False))
+
+
+def _client(
+    client_id: int,
+    task: str,
+    base: BaseData,
+    label_fn: Any,
+    indices: npt.NDArray[np.int64],
+    spec: PartitionSpec,
+) -> ClientData:
+    train_pos, test_pos = _train_test(indices, spec.test_fraction, spec.seed, client_id)
+    return ClientData(
+        client_id=client_id,
+        task=task,
+        x_train=base.x[train_pos],
+        y_train=label_fn(base.y[train_pos]),
+        x_test=base.x[test_pos],
+        y_test=label_fn(base.y[test_pos]),
+    )
+
+
 @lru_cache(maxsize=4)
 def build_federation(spec: PartitionSpec) -> tuple[ClientData, ...]:
     """Return every client's data; cached per spec (one build per Ray worker)."""
-    dataset = get_dataset_spec(spec.dataset)
-    base = dataset.load()
-    _, pool = dataset.source_split(len(base.y))
+    dataset = spec.dataset_spec()
     client_tasks = assign_tasks(
         spec.tasks, spec.num_clients, spec.task_assignment, dict(spec.task_counts)
     )
-    parts = partition_indices(base.y[pool], spec)
-    clients = []
-    for client_id, (task, positions) in enumerate(zip(client_tasks, parts, strict=True)):
-        label_fn = dataset.tasks[task].label_fn
-        train_pos, test_pos = _train_test(positions, spec.test_fraction, spec.seed, client_id)
-        train_idx, test_idx = pool[train_pos], pool[test_pos]
-        clients.append(
-            ClientData(
-                client_id=client_id,
-                task=task,
-                x_train=base.x[train_idx],
-                y_train=label_fn(base.y[train_idx]),
-                x_test=base.x[test_idx],
-                y_test=label_fn(base.y[test_idx]),
-            )
-        )
-    return tuple(clients)
+    clients: dict[int, ClientData] = {}
+    if dataset.load is not None:
+        base = dataset.load()
+        _, pool = dataset.source_split(len(base.y))
+        pool = _cap(pool, spec.max_examples_per_task, spec.seed)
+        parts = partition_indices(base.y[pool], spec)
+        for client_id, (task, positions) in enumerate(zip(client_tasks, parts, strict=True)):
+            label_fn = dataset.tasks[task].label_fn
+            clients[client_id] = _client(client_id, task, base, label_fn, pool[positions], spec)
+    else:
+        assert dataset.task_data is not None
+        for task in spec.tasks:
+            holders = [c for c, t in enumerate(client_tasks) if t == task]
+            if not holders:
+                continue
+            base = dataset.task_data(task)
+            _, pool = dataset.source_split(len(base.y))
+            pool = _cap(pool, spec.max_examples_per_task, spec.seed)
+            task_spec = replace(spec, num_clients=len(holders))
+            parts = partition_indices(base.y[pool], task_spec)
+            label_fn = dataset.tasks[task].label_fn
+            for client_id, positions in zip(holders, parts, strict=True):
+                clients[client_id] = _client(
+                    client_id, task, base, label_fn, pool[positions], spec
+                )
+    return tuple(clients[c] for c in range(spec.num_clients))
 
 
 def client_data(spec: PartitionSpec, client_id: int) -> ClientData:

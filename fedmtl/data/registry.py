@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,12 +47,25 @@ class TaskSpec:
     description: str = ""
 
 
+def identity_labels(y: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Label function of a task whose data already carries task labels."""
+    return y
+
+
 @dataclass(frozen=True)
 class BaseData:
-    """A dataset's inputs and base labels, before any task labelling."""
+    """A dataset's inputs and base labels, before any task labelling.
 
-    x: npt.NDArray[np.float32]
+    ``x`` is a numeric array (images, features) or an object array of ``str``
+    (texts); the backbone's ``prepare`` turns a slice of it into model input.
+    """
+
+    x: npt.NDArray[Any]
     y: npt.NDArray[np.int64]
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"{len(self.x)} inputs but {len(self.y)} labels")
 
 
 @dataclass(frozen=True)
@@ -60,10 +76,17 @@ class DatasetSpec:
     ----------
     name : str
         Registry name.
-    load : callable
-        Returns the :class:`BaseData` (offline, deterministic).
+    load : callable, optional
+        Returns the :class:`BaseData` whose inputs every task shares (offline,
+        deterministic); each task labels them through its ``label_fn``.
     tasks : mapping
         Task name to :class:`TaskSpec`.
+    task_data : callable, optional
+        For datasets whose tasks have their *own* inputs (WordNet nouns vs.
+        fortunes): task name to its :class:`BaseData`, labels already in the
+        task's label space. Exactly one of ``load`` and ``task_data`` is set.
+    input_kind : str
+        ``"image"``, ``"text"`` or ``"vector"``: what a backbone must accept.
     source_fraction : float
         Share of the data held out as the pretraining source split (no client sees it).
     source_seed : int
@@ -72,10 +95,21 @@ class DatasetSpec:
     """
 
     name: str
-    load: Callable[[], BaseData]
+    load: Callable[[], BaseData] | None = None
     tasks: Mapping[str, TaskSpec] = field(default_factory=dict)
     source_fraction: float = 0.3
     source_seed: int = 1797
+    task_data: Callable[[str], BaseData] | None = None
+    input_kind: str = "image"
+
+    def __post_init__(self) -> None:
+        if (self.load is None) == (self.task_data is None):
+            raise ValueError(f"dataset '{self.name}': set exactly one of load and task_data")
+
+    @property
+    def shared_inputs(self) -> bool:
+        """Whether all tasks label the same inputs (else each task has its own)."""
+        return self.load is not None
 
     def source_split(
         self, num_examples: int
@@ -86,9 +120,54 @@ class DatasetSpec:
         return np.sort(order[:cut]), np.sort(order[cut:])
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset")
+class DatasetOptionError(ValueError):
+    """A ``dataset-options`` entry is unknown or has a bad value."""
 
 
-def get_dataset_spec(name: str) -> DatasetSpec:
-    """Return the registered dataset ``name`` (raises ``RegistryError``)."""
-    return DATASETS.get(name)
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: a factory from ``dataset-options`` to its spec.
+
+    Parameters
+    ----------
+    build : callable
+        ``build(options) -> DatasetSpec``; raises :class:`DatasetOptionError`
+        for a bad value. Should be cheap: heavy reading belongs in ``load``.
+    options : tuple of str
+        The option names it accepts (others are refused before ``build``).
+    description : str
+        One line for ``fedmtl datasets`` and docs.
+    """
+
+    build: Callable[[Mapping[str, Any]], DatasetSpec]
+    options: tuple[str, ...] = ()
+    description: str = ""
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+
+
+def get_dataset_spec(name: str, options: Mapping[str, Any] | None = None) -> DatasetSpec:
+    """Return the dataset ``name`` built with ``options`` (cached per value).
+
+    Raises
+    ------
+    RegistryError
+        For an unknown name.
+    DatasetOptionError
+        For an option the dataset does not take, or a bad option value.
+    """
+    return _cached_spec(name, json.dumps(dict(options or {}), sort_keys=True, default=str))
+
+
+@lru_cache(maxsize=16)
+def _cached_spec(name: str, options_json: str) -> DatasetSpec:
+    entry = DATASETS.get(name)
+    options = json.loads(options_json)
+    unknown = sorted(set(options) - set(entry.options))
+    if unknown:
+        allowed = list(entry.options) or "none"
+        raise DatasetOptionError(
+            f"dataset '{name}' has no option {unknown[0]!r}; allowed options: {allowed}"
+        )
+    return entry.build(options)
