@@ -51,9 +51,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_scopes(args: argparse.Namespace) -> int:
     """Print every state_dict entry's scope and the bytes a client sends per round."""
     cfg = _load(args)
-    from fedmtl.scope_table import scope_table
+    from fedmtl.scope_table import finetune_modes_table, scope_table
 
     print(scope_table(cfg))
+    if args.modes:
+        print(f"\nevery fine-tuning mode on this experiment (task {cfg.tasks[0]}):")
+        print(finetune_modes_table(cfg))
     return 0
 
 
@@ -93,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=cmd_simulate)
     scopes = sub.add_parser("scopes", help="show parameter scopes and bytes per round")
     _add_experiment_args(scopes)
+    scopes.add_argument(
+        "--modes", action="store_true", help="also compare the fine-tuning modes (full, ...)"
+    )
     scopes.set_defaults(func=cmd_scopes)
     pretrain = sub.add_parser("pretrain", help="pretrain a backbone on the source split")
     pretrain.add_argument("--dataset", default="digits")

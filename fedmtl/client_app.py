@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
-from fedmtl.config import ExperimentConfig, config_from_run_config, partition_spec, scope_rules
+from fedmtl.config import ExperimentConfig, config_from_run_config, partition_spec
 from fedmtl.data import ClientData, client_data
+from fedmtl.features import FeatureCache, backbone_fingerprint, extract_features, feature_key
 from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays, import_arrays
 from fedmtl.records import (
@@ -29,8 +31,8 @@ from fedmtl.records import (
     reply_content,
     to_record,
 )
-from fedmtl.run_model import fresh_model, initial_model
-from fedmtl.scopes import assign_scopes, keys_in, task_relevant
+from fedmtl.run_model import fresh_model, initial_model, run_scopes
+from fedmtl.scopes import keys_in, task_relevant
 from fedmtl.training import TrainSettings, evaluate, pick_device, train_local
 
 LOCAL_STATE = "fedmtl-local"
@@ -46,13 +48,18 @@ class ClientSetup:
     local_keys: tuple[str, ...]
     trainable: frozenset[str]
 
+    @property
+    def frozen_backbone(self) -> bool:
+        """Whether no backbone parameter trains (then features can be cached)."""
+        return not any(k.startswith("backbone.") for k in self.trainable)
+
 
 @lru_cache(maxsize=64)
 def client_setup(cfg: ExperimentConfig, client_id: int) -> ClientSetup:
     """Data, task and scoped keys of one client (cached per Ray worker)."""
     data = client_data(partition_spec(cfg), client_id)
     model = initial_model(cfg)
-    scopes = assign_scopes(model.state_dict().keys(), scope_rules(cfg))
+    scopes = run_scopes(cfg)
     mine = {k: s for k, s in scopes.items() if task_relevant(k, data.task)}
     parameters = {name for name, _ in model.named_parameters()}
     return ClientSetup(
@@ -61,6 +68,41 @@ def client_setup(cfg: ExperimentConfig, client_id: int) -> ClientSetup:
         task_keys=tuple(keys_in(mine, "task")),
         local_keys=tuple(keys_in(mine, "local")),
         trainable=frozenset(k for k, s in mine.items() if s != "frozen" and k in parameters),
+    )
+
+
+@lru_cache(maxsize=4)
+def _backbone_id(cfg: ExperimentConfig) -> str:
+    return backbone_fingerprint(initial_model(cfg).backbone)
+
+
+@lru_cache(maxsize=4)
+def feature_cache(mode: str, directory: str) -> FeatureCache:
+    """This process's feature cache for a mode and directory (one per Ray worker)."""
+    return FeatureCache(mode, directory or None)
+
+
+def feature_cache_dir(cfg: ExperimentConfig) -> str:
+    """The disk cache directory of ``cfg`` (default ``<output-dir>/feature-cache``)."""
+    return cfg.feature_cache_dir or str(Path(cfg.output_dir) / "feature-cache")
+
+
+def client_features(
+    cfg: ExperimentConfig, setup: ClientSetup, split: str, model: MultiTaskModel
+) -> torch.Tensor | None:
+    """Backbone features of the client's ``split`` when its backbone is frozen, else None.
+
+    ``model``'s backbone computes them on a cache miss; it equals the initial
+    backbone because nothing in a frozen backbone ever changes.
+    """
+    if not setup.frozen_backbone:
+        return None
+    inputs = setup.data.x_train if split == "train" else setup.data.x_test
+    cache = feature_cache(cfg.feature_cache, feature_cache_dir(cfg))
+    device = pick_device(cfg.device)
+    return cache.get(
+        feature_key(_backbone_id(cfg), inputs),
+        lambda: extract_features(model.backbone, inputs, device),
     )
 
 
@@ -117,6 +159,7 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
         set(setup.trainable),
         reference,
         pick_device(cfg.device),
+        features=client_features(cfg, setup, "train", model),
     )
     model.cpu()
     context.state[LOCAL_STATE] = to_record(export_arrays(model, setup.local_keys))
@@ -135,7 +178,12 @@ def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Me
     setup = client_setup(cfg, _client_id(context))
     model = _restore(msg, context, cfg, setup)
     result = evaluate(
-        model, setup.data.task, setup.data.x_test, setup.data.y_test, pick_device(cfg.device)
+        model,
+        setup.data.task,
+        setup.data.x_test,
+        setup.data.y_test,
+        pick_device(cfg.device),
+        features=client_features(cfg, setup, "test", model),
     )
     return Message(content=reply_content(_info(setup), result), reply_to=msg)
 

@@ -18,15 +18,17 @@ import shlex
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fedmtl.data import get_dataset_spec
 from fedmtl.data.federation import PartitionSpec
+from fedmtl.data.registry import DatasetOptionError
 from fedmtl.registry import RegistryError
-from fedmtl.scopes import ScopeRules
+from fedmtl.models import BackboneOptionError, check_backbone
+from fedmtl.scopes import FINETUNE_MODES, ScopeRules, finetune_frozen_patterns
 
 SIMULATIONS_DIR = Path(__file__).resolve().parent.parent / "simulations"
 SCOPES = ("frozen", "shared", "task", "local")
@@ -62,6 +64,7 @@ class ExperimentConfig:
     output_dir: str = "runs"
     # data and tasks
     dataset: str = "digits"
+    dataset_options: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
     tasks: tuple[str, ...] = ("digit", "parity", "ge5")
     num_clients: int = 12
     task_assignment: str = "round-robin"
@@ -70,9 +73,19 @@ class ExperimentConfig:
     dirichlet_alpha: float = 1.0
     classes_per_client: int = 4
     test_fraction: float = 0.25
+    max_examples_per_task: int = 0
     # model
     backbone: str = "digits-cnn"
+    backbone_options: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
     pretrained: str = "builtin"
+    finetune: str = "full"
+    finetune_blocks: int = 1
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ()
+    feature_cache: str = "memory"
+    feature_cache_dir: str = ""
     scope_frozen: tuple[str, ...] = ()
     scope_local: tuple[str, ...] = ("heads.*", "*.num_batches_tracked")
     scope_task: tuple[str, ...] = ()
@@ -143,6 +156,8 @@ CHOICES: dict[str, tuple[str, ...] | Callable[[], list[str]]] = {
     "optimizer": ("sgd", "adam"),
     "device": ("auto", "cpu", "cuda"),
     "scope-default": SCOPES,
+    "finetune": FINETUNE_MODES,
+    "feature-cache": ("off", "memory", "disk"),
 }
 
 # (minimum, maximum, inclusive-minimum) for numeric keys.
@@ -152,6 +167,11 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "dirichlet-alpha": (0.0, None, False),
     "classes-per-client": (1, None, True),
     "test-fraction": (0.0, 0.9, False),
+    "max-examples-per-task": (0, None, True),
+    "finetune-blocks": (1, None, True),
+    "lora-rank": (1, None, True),
+    "lora-alpha": (0.0, None, False),
+    "lora-dropout": (0.0, 0.99, True),
     "local-epochs": (0, None, True),
     "batch-size": (1, None, True),
     "learning-rate": (0.0, None, False),
@@ -232,9 +252,17 @@ def _check_choice(key: str, value: str) -> None:
 def _validate_cross_keys(cfg: ExperimentConfig) -> None:
     """Checks that involve several keys or the plug-in registries."""
     try:
-        spec = get_dataset_spec(cfg.dataset)
+        spec = get_dataset_spec(cfg.dataset, cfg.dataset_options)
     except RegistryError as exc:
         raise ConfigError("dataset", str(exc)) from None
+    except (DatasetOptionError, FileNotFoundError) as exc:
+        raise ConfigError("dataset-options", str(exc)) from None
+    try:
+        check_backbone(cfg.backbone, cfg.backbone_options)
+    except RegistryError as exc:
+        raise ConfigError("backbone", str(exc)) from None
+    except BackboneOptionError as exc:
+        raise ConfigError("backbone-options", str(exc)) from None
     if not cfg.tasks:
         raise ConfigError("tasks", "needs at least one task")
     for task in cfg.tasks:
@@ -398,13 +426,20 @@ def partition_spec(cfg: ExperimentConfig) -> PartitionSpec:
         classes_per_client=cfg.classes_per_client,
         test_fraction=cfg.test_fraction,
         seed=cfg.seed,
+        dataset_options=json.dumps(dict(cfg.dataset_options), sort_keys=True, default=str),
+        max_examples_per_task=cfg.max_examples_per_task,
     )
 
 
-def scope_rules(cfg: ExperimentConfig) -> ScopeRules:
-    """The scope rules of ``cfg``."""
+def scope_rules(cfg: ExperimentConfig, blocks: Sequence[tuple[str, ...]] = ()) -> ScopeRules:
+    """The scope rules of ``cfg``: the fine-tuning mode's frozen patterns, then the run's.
+
+    ``blocks`` are the backbone's blocks (``Backbone.blocks()``), needed by
+    ``finetune = "last-k"``.
+    """
+    mode_frozen = finetune_frozen_patterns(cfg.finetune, blocks, cfg.finetune_blocks)
     return ScopeRules(
-        frozen=cfg.scope_frozen,
+        frozen=mode_frozen + cfg.scope_frozen,
         local=cfg.scope_local,
         task=cfg.scope_task,
         shared=cfg.scope_shared,

@@ -1,8 +1,8 @@
-"""The run's initial model, built once per process from the experiment config.
+"""The run's initial model and its scopes, built once per process from the config.
 
 Server (initial arrays), clients (restore before each message) and
 ``fedmtl scopes`` all start from this one model, so they agree on keys,
-shapes and initial weights.
+shapes, scopes and initial weights.
 """
 
 from __future__ import annotations
@@ -10,19 +10,49 @@ from __future__ import annotations
 import copy
 from functools import lru_cache
 
-from fedmtl.config import ExperimentConfig
-from fedmtl.data import get_dataset_spec
+from fedmtl.config import ExperimentConfig, partition_spec, scope_rules
 from fedmtl.models import MultiTaskModel, build_model
+from fedmtl.models.lora import apply_lora
+from fedmtl.scopes import assign_scopes
 
 
 @lru_cache(maxsize=4)
 def initial_model(cfg: ExperimentConfig) -> MultiTaskModel:
-    """The run's initial model (cached; do not modify: use :func:`fresh_model`)."""
-    spec = get_dataset_spec(cfg.dataset)
+    """The run's initial model (cached; do not modify: use :func:`fresh_model`).
+
+    Raises
+    ------
+    ValueError
+        When the backbone does not take the dataset's kind of input.
+    """
+    spec = partition_spec(cfg).dataset_spec()
     tasks = {t: spec.tasks[t].num_outputs for t in cfg.tasks}
-    return build_model(cfg.backbone, tasks, cfg.pretrained, cfg.seed)
+    model = build_model(cfg.backbone, tasks, cfg.pretrained, cfg.seed, cfg.backbone_options)
+    if model.backbone.input_kind != spec.input_kind:
+        raise ValueError(
+            f"backbone '{cfg.backbone}' takes {model.backbone.input_kind} inputs but dataset "
+            f"'{cfg.dataset}' holds {spec.input_kind} inputs; pick a matching backbone"
+        )
+    if cfg.finetune == "lora":
+        apply_lora(
+            model.backbone,
+            cfg.lora_rank,
+            cfg.lora_alpha,
+            cfg.lora_dropout,
+            cfg.lora_targets,
+            cfg.seed,
+        )
+    return model
 
 
 def fresh_model(cfg: ExperimentConfig) -> MultiTaskModel:
     """A copy of the run's initial model (pretrained backbone, seeded heads)."""
     return copy.deepcopy(initial_model(cfg))
+
+
+@lru_cache(maxsize=4)
+def run_scopes(cfg: ExperimentConfig) -> dict[str, str]:
+    """Scope of every state_dict key of the run's model (fine-tuning mode included)."""
+    model = initial_model(cfg)
+    rules = scope_rules(cfg, model.backbone.blocks())
+    return assign_scopes(model.state_dict().keys(), rules)

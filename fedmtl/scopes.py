@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 SCOPE_ORDER = ("frozen", "local", "task", "shared")
@@ -74,3 +74,45 @@ def keys_in(scopes: Mapping[str, str], scope: str) -> list[str]:
 def task_relevant(name: str, task: str, head_prefix: str = "heads.") -> bool:
     """Whether a key matters to a client of ``task`` (other tasks' heads do not)."""
     return not name.startswith(head_prefix) or name.startswith(f"{head_prefix}{task}.")
+
+
+FINETUNE_MODES = ("full", "frozen", "last-k", "lora")
+
+
+def finetune_frozen_patterns(
+    mode: str,
+    blocks: Sequence[tuple[str, ...]] = (),
+    num_blocks: int = 1,
+    prefix: str = "backbone.",
+) -> tuple[str, ...]:
+    """Frozen-scope patterns a fine-tuning mode adds in front of the run's own rules.
+
+    Parameters
+    ----------
+    mode : str
+        ``full`` (nothing frozen), ``frozen`` (the whole backbone: linear
+        probing), ``last-k`` (all but the last ``num_blocks`` blocks, including
+        embeddings and anything outside the blocks) or ``lora`` (all but the LoRA
+        adapters).
+    blocks : sequence of tuples of str
+        The backbone's blocks, input to output (``Backbone.blocks()``), as
+        module-name prefixes relative to the backbone.
+    num_blocks : int
+        ``k`` of ``last-k``.
+    prefix : str
+        Where the backbone sits in the model's state_dict.
+    """
+    escaped = re.escape(prefix)
+    if mode == "full":
+        return ()
+    if mode == "frozen":
+        return (f"{prefix}*",)
+    if mode == "lora":
+        return (f"re:{escaped}(?!.*\\.lora_).*",)
+    if mode == "last-k":
+        if not blocks:
+            raise ValueError("finetune 'last-k' needs a backbone that reports its blocks")
+        trainable = [name for block in blocks[-num_blocks:] for name in block]
+        alternatives = "|".join(re.escape(name) for name in trainable)
+        return (f"re:{escaped}(?!(?:{alternatives})\\.).*",)
+    raise ValueError(f"unknown finetune mode '{mode}'; allowed: {list(FINETUNE_MODES)}")

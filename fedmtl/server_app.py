@@ -18,14 +18,14 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fedmtl.config import ExperimentConfig, config_from_run_config, scope_rules
+from fedmtl.config import ExperimentConfig, config_from_run_config
 from fedmtl.metrics import summarize_by_task
 from fedmtl.models.state import export_arrays
 from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics, write_run_plots
 from fedmtl.records import from_record, to_record
 from fedmtl.results import RunDirectory, summarize_run
-from fedmtl.run_model import fresh_model
-from fedmtl.scopes import assign_scopes, keys_in, task_relevant
+from fedmtl.run_model import fresh_model, run_scopes
+from fedmtl.scopes import keys_in, task_relevant
 from strategies import ScopedStrategy, build_strategy
 from strategies.registry import Sampling
 
@@ -33,7 +33,7 @@ from strategies.registry import Sampling
 def initial_arrays(cfg: ExperimentConfig) -> tuple[ArrayRecord, dict[str, ArrayRecord]]:
     """Shared-scope arrays and, per task, task-scope arrays of the initial model."""
     model = fresh_model(cfg)
-    scopes = assign_scopes(model.state_dict().keys(), scope_rules(cfg))
+    scopes = run_scopes(cfg)
     shared = to_record(export_arrays(model, keys_in(scopes, "shared")))
     per_task = {}
     for task in cfg.tasks:

@@ -42,6 +42,32 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list
     return list(torch.split(order, batch_size))
 
 
+def _logits(
+    model: MultiTaskModel,
+    task: str,
+    x: npt.NDArray[Any],
+    features: torch.Tensor | None,
+    batch: torch.Tensor,
+    device: torch.device,
+) -> torch.Tensor:
+    """Logits of one batch, from cached backbone features when given."""
+    if features is not None:
+        return model.head_logits(features[batch].to(device), task)
+    return model(model.backbone.prepare(x[batch.numpy()], device), task)
+
+
+def _freeze_modes(model: nn.Module) -> None:
+    """Put every submodule whose parameters are all frozen in eval mode.
+
+    A frozen layer must compute what it computed when pretrained: no dropout,
+    and batch-norm statistics neither used per batch nor updated.
+    """
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+
+
 def train_local(
     model: MultiTaskModel,
     task: str,
@@ -51,6 +77,7 @@ def train_local(
     trainable: set[str],
     proximal_reference: Mapping[str, torch.Tensor] | None = None,
     device: torch.device | None = None,
+    features: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Train ``model`` on one task's data in place; return mean loss and example count.
 
@@ -72,6 +99,9 @@ def train_local(
         gains ``mu / 2 * ||w - w_ref||^2`` over them (FedProx).
     device : torch.device, optional
         Where to train (default CPU).
+    features : torch.Tensor, optional
+        Precomputed backbone features of ``x`` (frozen backbone only): the
+        backbone is skipped and only the heads see data.
     """
     device = device or torch.device("cpu")
     model.to(device).train()
@@ -80,6 +110,7 @@ def train_local(
         param.requires_grad_(name in trainable)
         if name in trainable:
             params.append(param)
+    _freeze_modes(model)
     if not params or settings.epochs == 0 or len(y) == 0:
         return {"loss": float("nan") if len(y) == 0 else 0.0, "num-examples": len(y)}
     if settings.optimizer == "adam":
@@ -107,8 +138,7 @@ def train_local(
             if len(batch) < 2 and len(ys) >= 2:
                 continue  # batch norm cannot train on a single example
             optimizer.zero_grad()
-            inputs = model.backbone.prepare(x[batch.numpy()], device)
-            loss = loss_fn(model(inputs, task), ys[batch])
+            loss = loss_fn(_logits(model, task, x, features, batch, device), ys[batch])
             objective = loss
             if reference:
                 prox = sum(((named_params[k] - ref) ** 2).sum() for k, ref in reference.items())
@@ -128,15 +158,18 @@ def evaluate(
     y: npt.NDArray[np.int64],
     device: torch.device | None = None,
     batch_size: int = 256,
+    features: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of ``task``'s head on ``(x, y)``."""
+    """Mean cross-entropy and accuracy of ``task``'s head on ``(x, y)``.
+
+    With ``features`` (precomputed backbone features of ``x``) only the head runs.
+    """
     device = device or torch.device("cpu")
     model.to(device).eval()
     loss_sum, correct = 0.0, 0
     for batch in _batches(len(y), batch_size, None):
-        inputs = model.backbone.prepare(x[batch.numpy()], device)
         targets = torch.from_numpy(y[batch.numpy()]).to(device)
-        logits = model(inputs, task)
+        logits = _logits(model, task, x, features, batch, device)
         loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
         correct += int((logits.argmax(1) == targets).sum())
     n = max(len(y), 1)
