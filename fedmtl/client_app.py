@@ -78,7 +78,7 @@ def _backbone_id(cfg: ExperimentConfig) -> str:
 
 @lru_cache(maxsize=4)
 def feature_cache(mode: str, directory: str) -> FeatureCache:
-    """This process's feature cache for a mode and directory (one per Ray worker)."""
+    """The feature cache of this process for a mode and directory (one per Ray worker)."""
     return FeatureCache(mode, directory or None)
 
 

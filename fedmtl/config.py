@@ -26,8 +26,8 @@ from typing import Any
 from fedmtl.data import get_dataset_spec
 from fedmtl.data.federation import PartitionSpec
 from fedmtl.data.registry import DatasetOptionError
-from fedmtl.registry import RegistryError
 from fedmtl.models import BackboneOptionError, check_backbone
+from fedmtl.registry import RegistryError
 from fedmtl.scopes import FINETUNE_MODES, ScopeRules, finetune_frozen_patterns
 
 SIMULATIONS_DIR = Path(__file__).resolve().parent.parent / "simulations"

@@ -62,7 +62,9 @@ def backbone_fingerprint(backbone: Backbone) -> str:
     digest = hashlib.sha256(type(backbone).__qualname__.encode())
     for name, tensor in backbone.state_dict().items():
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
     return digest.hexdigest()
 
 

@@ -20,6 +20,10 @@ class ScopeSummary:
     sent_arrays: dict[str, int]
 
 
+def _task_scope(key: str, scope: str, task: str) -> bool:
+    return scope == "task" and task_relevant(key, task)
+
+
 def summarize_scopes(cfg: ExperimentConfig) -> ScopeSummary:
     """Trainable parameters (any task) and what one client of each task sends per round."""
     model = initial_model(cfg)
@@ -30,7 +34,9 @@ def summarize_scopes(cfg: ExperimentConfig) -> ScopeSummary:
     values, nbytes, arrays = {}, {}, {}
     for task in cfg.tasks:
         sent = [
-            k for k, s in scopes.items() if s == "shared" or (s == "task" and task_relevant(k, task))
+            k
+            for k, s in scopes.items()
+            if s == "shared" or (s == "task" and task_relevant(k, task))
         ]
         values[task] = sum(state[k].numel() for k in sent)
         nbytes[task] = sum(state[k].numel() * state[k].element_size() for k in sent)

@@ -53,7 +53,8 @@ def _logits(
     """Logits of one batch, from cached backbone features when given."""
     if features is not None:
         return model.head_logits(features[batch].to(device), task)
-    return model(model.backbone.prepare(x[batch.numpy()], device), task)
+    logits: torch.Tensor = model(model.backbone.prepare(x[batch.numpy()], device), task)
+    return logits
 
 
 def _freeze_modes(model: nn.Module) -> None:

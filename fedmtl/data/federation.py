@@ -11,11 +11,10 @@ Everything is a pure function of the spec.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
-
-import json
 from typing import Any
 
 import numpy as np
@@ -191,9 +190,7 @@ def build_federation(spec: PartitionSpec) -> tuple[ClientData, ...]:
             parts = partition_indices(base.y[pool], task_spec)
             label_fn = dataset.tasks[task].label_fn
             for client_id, positions in zip(holders, parts, strict=True):
-                clients[client_id] = _client(
-                    client_id, task, base, label_fn, pool[positions], spec
-                )
+                clients[client_id] = _client(client_id, task, base, label_fn, pool[positions], spec)
     return tuple(clients[c] for c in range(spec.num_clients))
 
 

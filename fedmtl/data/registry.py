@@ -36,6 +36,8 @@ class TaskSpec:
         Metrics the client reports besides the loss.
     description : str
         One line for tables and help.
+    labels : tuple of str
+        Names of the labels ``0..num_outputs-1`` where known (empty otherwise).
     """
 
     name: str
@@ -45,6 +47,7 @@ class TaskSpec:
     loss: str = "cross_entropy"
     metrics: tuple[str, ...] = ("accuracy",)
     description: str = ""
+    labels: tuple[str, ...] = ()
 
 
 def identity_labels(y: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -1,0 +1,482 @@
+"""Dataset ``files``: the user's own labelled files, one file (or image folder) per task.
+
+``dataset-options = {tasks = {sentiment = {path = "reviews.csv"}, topic = {path =
+"news.jsonl", labels = ["sport", "politics"]}}}`` gives two tasks with their own inputs.
+Formats: ``csv`` and ``jsonl`` (a text and a label column), ``npz`` (arrays ``x`` and
+``y``) and ``image-folder`` (one sub-directory of images per class). The format is
+inferred from the path unless given. Labels map to ``0..C-1`` in the order of the
+task's ``labels`` list, by default the sorted distinct labels of the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fedmtl.data.registry import (
+    DATASETS,
+    BaseData,
+    DatasetEntry,
+    DatasetOptionError,
+    DatasetSpec,
+    TaskSpec,
+    identity_labels,
+)
+
+NAME = "files"
+FORMATS = ("csv", "jsonl", "npz", "image-folder")
+TASK_KEYS = (
+    "path",
+    "format",
+    "text-column",
+    "label-column",
+    "x-key",
+    "y-key",
+    "image-size",
+    "labels",
+)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+_SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".npz": "npz"}
+
+
+def infer_format(path: str | Path) -> str:
+    """Return the format of ``path``: a directory is an image folder, else by suffix.
+
+    Raises
+    ------
+    ValueError
+        If the suffix names no known format.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "image-folder"
+    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"{path}: cannot infer the format from {path.suffix or 'no suffix'!r}; "
+            f"set format to one of {list(FORMATS)}"
+        )
+    return fmt
+
+
+def read_labelled_file(
+    path: str | Path,
+    fmt: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    x_key: str = "x",
+    y_key: str = "y",
+    image_size: int | None = None,
+    grayscale: bool = False,
+) -> tuple[npt.NDArray[Any], list[str]]:
+    """Read one labelled file into inputs and raw labels.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file, or for ``image-folder`` the directory with one sub-directory per class.
+    fmt : str, optional
+        ``"csv"``, ``"jsonl"``, ``"npz"`` or ``"image-folder"``; inferred when ``None``.
+    text_column, label_column : str
+        Columns (csv) or keys (jsonl) of the text and the label.
+    x_key, y_key : str
+        Array names of the inputs and labels in an ``npz`` file.
+    image_size : int, optional
+        Resize images to ``image_size x image_size``; else they must share one size.
+    grayscale : bool
+        Read images as one grey channel instead of RGB.
+
+    Returns
+    -------
+    x : ndarray
+        Texts as an object array of ``str``; images as float32 ``(N, C, H, W)`` in
+        [0, 1]; ``npz`` inputs as float32 of their stored shape.
+    labels : list of str
+        The raw label of each example (for an image folder, its directory's name).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        For an unknown format, a missing column or array, an empty file or unreadable
+        content; the message names the file.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    fmt = fmt or infer_format(path)
+    if fmt == "csv":
+        return _read_csv(path, text_column, label_column)
+    if fmt == "jsonl":
+        return _read_jsonl(path, text_column, label_column)
+    if fmt == "npz":
+        return _read_npz(path, x_key, y_key)
+    if fmt == "image-folder":
+        return _read_image_folder(path, image_size, grayscale)
+    raise ValueError(f"{path}: unknown format {fmt!r}; allowed: {list(FORMATS)}")
+
+
+def sorted_labels(raw: Iterable[str]) -> tuple[str, ...]:
+    """Return the distinct labels in order: by value when all are integers, else as text."""
+    unique = set(raw)
+    try:
+        # Integers sort by value so "10" follows "9", not "1".
+        return tuple(sorted(unique, key=lambda label: (int(label), label)))
+    except ValueError:
+        return tuple(sorted(unique))
+
+
+def label_ids(raw: list[str], labels: tuple[str, ...], path: str | Path) -> npt.NDArray[np.int64]:
+    """Map raw labels to their index in ``labels``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``path``, the first label not in ``labels`` and the allowed labels.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = next((label for label in raw if label not in index), None)
+    if unknown is not None:
+        raise ValueError(f"{path}: label {unknown!r} is not in labels {list(labels)}")
+    return np.asarray([index[label] for label in raw], dtype=np.int64)
+
+
+def input_kind(fmt: str, x: npt.NDArray[Any] | None = None) -> str:
+    """Return ``"text"``, ``"image"`` or ``"vector"`` for a format (npz: by ``x``'s rank).
+
+    Raises
+    ------
+    ValueError
+        For ``npz`` inputs that are neither 2-D (vectors) nor 4-D (images).
+    """
+    if fmt in ("csv", "jsonl"):
+        return "text"
+    if fmt == "image-folder":
+        return "image"
+    if fmt == "npz" and x is not None and x.ndim in (2, 4):
+        return "vector" if x.ndim == 2 else "image"
+    shape = "unknown" if x is None else str(x.shape)
+    raise ValueError(
+        f"{fmt} inputs of shape {shape} have no input kind; "
+        "expected 2-D (N, features) or 4-D images (N, C, H, W)"
+    )
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One task of the ``files`` dataset, as given in ``dataset-options``."""
+
+    name: str
+    path: str
+    format: str
+    text_column: str = "text"
+    label_column: str = "label"
+    x_key: str = "x"
+    y_key: str = "y"
+    image_size: int | None = None
+    labels: tuple[str, ...] = ()
+
+
+def parse_file_task(name: str, table: Any) -> FileTask:
+    """Check one entry of the ``tasks`` option and return it as a :class:`FileTask`.
+
+    Raises
+    ------
+    DatasetOptionError
+        For an unknown key, a missing ``path``, an unknown format or a bad value.
+    """
+    where = f"dataset option tasks.{name}"
+    if not isinstance(table, Mapping):
+        raise DatasetOptionError(f'{where} must be a table such as {{path = "data.csv"}}')
+    unknown = sorted(set(table) - set(TASK_KEYS))
+    if unknown:
+        raise DatasetOptionError(f"{where} has no key {unknown[0]!r}; allowed: {list(TASK_KEYS)}")
+    path = table.get("path")
+    if not isinstance(path, str) or not path:
+        raise DatasetOptionError(f"{where} needs 'path', the file or image folder")
+    fmt = table.get("format")
+    if fmt is None:
+        try:
+            fmt = infer_format(Path(path).expanduser())
+        except ValueError as error:
+            raise DatasetOptionError(f"{where}: {error}") from None
+    elif fmt not in FORMATS:
+        raise DatasetOptionError(f"{where}: unknown format {fmt!r}; allowed: {list(FORMATS)}")
+    names = {k: _name(table, k, where) for k in ("text-column", "label-column", "x-key", "y-key")}
+    size = table.get("image-size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise DatasetOptionError(f"{where}: image-size must be a positive integer, got {size!r}")
+    return FileTask(
+        name=name,
+        path=path,
+        format=fmt,
+        text_column=names["text-column"] or "text",
+        label_column=names["label-column"] or "label",
+        x_key=names["x-key"] or "x",
+        y_key=names["y-key"] or "y",
+        image_size=size,
+        labels=_labels_option(table.get("labels"), where),
+    )
+
+
+def build_files_dataset(options: Mapping[str, Any]) -> DatasetSpec:
+    """Return the ``files`` spec for ``dataset-options``.
+
+    A task without an explicit ``labels`` list, and any ``npz`` task (for its input
+    kind), is read here; the reads are cached for the task data.
+
+    Raises
+    ------
+    DatasetOptionError
+        For a bad ``tasks`` table or ``grayscale`` value, or tasks of different input kinds.
+    FileNotFoundError, ValueError
+        From reading a file (see :func:`read_labelled_file`).
+    """
+    tables = options.get("tasks")
+    if not isinstance(tables, Mapping) or not tables:
+        raise DatasetOptionError(
+            "dataset 'files' needs option 'tasks', e.g. "
+            'dataset-options = {tasks = {mytask = {path = "data.csv"}}}'
+        )
+    grayscale = options.get("grayscale", False)
+    if not isinstance(grayscale, bool):
+        raise DatasetOptionError(
+            f"dataset option 'grayscale' must be true or false, not {grayscale!r}"
+        )
+    file_tasks = [parse_file_task(str(name), table) for name, table in tables.items()]
+
+    kinds: dict[str, str] = {}
+    tasks: dict[str, TaskSpec] = {}
+    for task in file_tasks:
+        x = _read_task(task, grayscale)[0] if task.format == "npz" else None
+        try:
+            kinds[task.name] = input_kind(task.format, x)
+        except ValueError as error:
+            raise DatasetOptionError(f"task {task.name!r}, {task.path}: {error}") from None
+        labels = task.labels or sorted_labels(_read_task(task, grayscale)[1])
+        tasks[task.name] = TaskSpec(
+            task.name,
+            len(labels),
+            identity_labels,
+            description=f"{task.format} {task.path}, {len(labels)} labels",
+            labels=labels,
+        )
+    if len(set(kinds.values())) > 1:
+        found = ", ".join(f"{name}: {kind}" for name, kind in kinds.items())
+        raise DatasetOptionError(f"dataset 'files': all tasks need one input kind, got {found}")
+    by_name = {task.name: task for task in file_tasks}
+
+    @lru_cache(maxsize=len(by_name))
+    def task_data(name: str) -> BaseData:
+        task = by_name[name]
+        x, raw = _read_task(task, grayscale)
+        return BaseData(x=x, y=label_ids(list(raw), tasks[name].labels, task.path))
+
+    return DatasetSpec(
+        name=NAME,
+        tasks=tasks,
+        task_data=task_data,
+        input_kind=next(iter(kinds.values())),
+        # The user's files are all client data; a backbone is pretrained elsewhere.
+        source_fraction=0.0,
+    )
+
+
+@lru_cache(maxsize=8)
+def _read_task(task: FileTask, grayscale: bool) -> tuple[npt.NDArray[Any], tuple[str, ...]]:
+    # Cached so the build (labels, npz rank) and the task data read each file once.
+    x, raw = read_labelled_file(
+        task.path,
+        task.format,
+        text_column=task.text_column,
+        label_column=task.label_column,
+        x_key=task.x_key,
+        y_key=task.y_key,
+        image_size=task.image_size,
+        grayscale=grayscale,
+    )
+    return x, tuple(raw)
+
+
+def _name(table: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = table.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise DatasetOptionError(f"{where}: {key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _labels_option(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in value)
+    ):
+        raise DatasetOptionError(
+            f"{where}: labels must be a non-empty list of values, got {value!r}"
+        )
+    labels = tuple(str(v) for v in value)
+    if len(set(labels)) != len(labels):
+        raise DatasetOptionError(f"{where}: labels lists a value more than once: {list(labels)}")
+    return labels
+
+
+def _texts(texts: list[str]) -> npt.NDArray[np.object_]:
+    x = np.empty(len(texts), dtype=object)
+    x[:] = texts
+    return x
+
+
+def _label_text(value: Any, where: str) -> str:
+    if isinstance(value, str | int | float) and str(value).strip():
+        return str(value).strip()
+    raise ValueError(f"{where}: empty or non-scalar label {value!r}")
+
+
+def _read_csv(
+    path: Path, text_column: str, label_column: str
+) -> tuple[npt.NDArray[Any], list[str]]:
+    texts: list[str] = []
+    labels: list[str] = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames
+        if not columns:
+            raise ValueError(f"{path} is empty (expected a header row with columns)")
+        for column in (text_column, label_column):
+            if column not in columns:
+                raise ValueError(f"{path} has no column {column!r}; columns: {list(columns)}")
+        for row in reader:
+            where = f"{path}, line {reader.line_num}"
+            text = row[text_column]
+            if text is None:
+                raise ValueError(f"{where}: the row has no {text_column!r} value")
+            texts.append(text)
+            labels.append(_label_text(row[label_column], where))
+    if not texts:
+        raise ValueError(f"{path} has a header but no rows")
+    return _texts(texts), labels
+
+
+def _read_jsonl(
+    path: Path, text_column: str, label_column: str
+) -> tuple[npt.NDArray[Any], list[str]]:
+    content = path.read_text(encoding="utf-8-sig")
+    records: list[tuple[str, Any]] = []
+    if content.lstrip().startswith("["):  # a .json file holding one array of objects
+        try:
+            items = json.loads(content)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
+        records = [(f"{path}, item {i}", item) for i, item in enumerate(items)]
+    else:
+        for number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((f"{path}, line {number}", json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+    if not records:
+        raise ValueError(f"{path} is empty (expected one JSON object per line)")
+    texts: list[str] = []
+    labels: list[str] = []
+    for where, record in records:
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        for key in (text_column, label_column):
+            if key not in record:
+                raise ValueError(f"{where}: no key {key!r}; keys present: {sorted(record)}")
+        if not isinstance(record[text_column], str):
+            raise ValueError(f"{where}: {text_column!r} must be a string")
+        texts.append(record[text_column])
+        labels.append(_label_text(record[label_column], where))
+    return _texts(texts), labels
+
+
+def _read_npz(path: Path, x_key: str, y_key: str) -> tuple[npt.NDArray[Any], list[str]]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            present = list(data.files)
+            arrays = {key: data[key] for key in (x_key, y_key) if key in present}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        # Also object arrays, which would need pickle (unsafe for shared files).
+        raise ValueError(f"{path}: not a readable .npz of numeric arrays ({error})") from None
+    missing = [key for key in (x_key, y_key) if key not in arrays]
+    if missing:
+        raise ValueError(f"{path} has no array {missing[0]!r}; arrays: {present}")
+    x, y = arrays[x_key], arrays[y_key]
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"{path}: {y_key!r} must be 1-D with one label per row of {x_key!r}")
+    if len(y) == 0:
+        raise ValueError(f"{path} is empty (no examples)")
+    try:
+        inputs = x.astype(np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: {x_key!r} has non-numeric dtype {x.dtype}") from None
+    return inputs, [_label_text(v, f"{path}, row {i}") for i, v in enumerate(y.tolist())]
+
+
+def _read_image_folder(
+    path: Path, image_size: int | None, grayscale: bool
+) -> tuple[npt.NDArray[Any], list[str]]:
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{path} has no class sub-directories (one per class, named by label)")
+    arrays: list[npt.NDArray[np.float32]] = []
+    labels: list[str] = []
+    first: tuple[Path, tuple[int, int]] | None = None
+    for directory in classes:
+        for file in sorted(directory.iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES or file.name.startswith("."):
+                continue
+            try:
+                with Image.open(file) as opened:
+                    image = opened.convert("L" if grayscale else "RGB")
+            except (OSError, UnidentifiedImageError) as error:
+                raise ValueError(f"{file}: not a readable image ({error})") from None
+            if image_size is not None:
+                image = image.resize((image_size, image_size))
+            elif first is None:
+                first = (file, image.size)
+            elif image.size != first[1]:
+                raise ValueError(
+                    f"{file} is {_wh(image.size)} but {first[0]} is {_wh(first[1])}; "
+                    "set image-size to resize all images to one size"
+                )
+            array = np.asarray(image, dtype=np.float32) / 255.0
+            arrays.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+            labels.append(directory.name)
+    if not arrays:
+        raise ValueError(f"{path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return np.stack(arrays).astype(np.float32), labels
+
+
+def _wh(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+DATASETS.add(
+    NAME,
+    DatasetEntry(
+        build=build_files_dataset,
+        options=("tasks", "grayscale"),
+        description=(
+            "your own files, one per task: csv/jsonl text, npz arrays or image folders "
+            "(dataset-options = {tasks = {name = {path = ...}}})"
+        ),
+    ),
+)
