@@ -8,6 +8,7 @@ shapes, scopes and initial weights.
 from __future__ import annotations
 
 import copy
+import itertools
 from functools import lru_cache
 
 from fedmtl.config import ExperimentConfig, partition_spec, scope_rules
@@ -46,8 +47,17 @@ def initial_model(cfg: ExperimentConfig) -> MultiTaskModel:
 
 
 def fresh_model(cfg: ExperimentConfig) -> MultiTaskModel:
-    """A copy of the run's initial model (pretrained backbone, seeded heads)."""
-    return copy.deepcopy(initial_model(cfg))
+    """A copy of the run's initial model (pretrained backbone, seeded heads).
+
+    Frozen-scope tensors are shared with the initial model, not copied: they
+    never change, and copying a transformer for every message would cost more
+    than the round's training when only heads train.
+    """
+    model = initial_model(cfg)
+    scopes = run_scopes(cfg)
+    named = itertools.chain(model.named_parameters(), model.named_buffers())
+    shared = {id(t): t for name, t in named if scopes.get(name) == "frozen"}
+    return copy.deepcopy(model, memo=shared)
 
 
 @lru_cache(maxsize=4)

@@ -105,7 +105,9 @@ def train_local(
         backbone is skipped and only the heads see data.
     """
     device = device or torch.device("cpu")
-    model.to(device).train()
+    # With cached features the backbone is not run: leave it where it is.
+    (model.heads if features is not None else model).to(device)
+    model.train()
     params = []
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)
@@ -166,7 +168,8 @@ def evaluate(
     With ``features`` (precomputed backbone features of ``x``) only the head runs.
     """
     device = device or torch.device("cpu")
-    model.to(device).eval()
+    (model.heads if features is not None else model).to(device)
+    model.eval()
     loss_sum, correct = 0.0, 0
     for batch in _batches(len(y), batch_size, None):
         targets = torch.from_numpy(y[batch.numpy()]).to(device)

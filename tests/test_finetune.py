@@ -132,3 +132,21 @@ def test_modes_table_lists_every_mode_with_less_traffic_than_full() -> None:
     }
     assert sent["frozen"] == 0
     assert 0 < sent["lora"] < sent["full"] and 0 < sent["last-k (k=1)"] < sent["full"]
+
+
+def test_fresh_models_share_frozen_tensors_and_copy_the_rest() -> None:
+    # Prepare
+    from fedmtl.run_model import fresh_model
+
+    cfg = build_config({"pretrained": "none", "finetune": "last-k"})
+    scopes = run_scopes(cfg)
+    # Execute
+    a, b = fresh_model(cfg), fresh_model(cfg)
+    # Assert: frozen tensors are the same objects; trainable ones are independent copies
+    state_a, state_b = a.state_dict(keep_vars=True), b.state_dict(keep_vars=True)
+    for name, scope in scopes.items():
+        same = state_a[name] is state_b[name]
+        assert same == (scope == "frozen"), name
+    with torch.no_grad():
+        a.backbone.proj.weight.add_(1.0)
+    assert not torch.equal(a.backbone.proj.weight, b.backbone.proj.weight)

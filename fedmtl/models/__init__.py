@@ -13,6 +13,10 @@ from fedmtl.models.backbones import (
 )
 from fedmtl.models.multitask import MultiTaskModel, build_model
 
+# Imported for their registrations: minilm, text-bow and the hf, torchvision, timm and
+# file schemes. Their optional packages are imported only when a backbone is built.
+from fedmtl.models import file, hf, text_bow, vision  # noqa: F401  isort: skip
+
 __all__ = [
     "BACKBONES",
     "BACKBONE_SCHEMES",

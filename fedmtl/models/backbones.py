@@ -23,7 +23,7 @@ from fedmtl.registry import Registry, RegistryError
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 
 
-class BackboneUnavailable(RuntimeError):
+class BackboneUnavailable(RuntimeError):  # noqa: N818 (names a state, not an error kind)
     """A backbone cannot be built here: an optional package or its weights are missing.
 
     The message says what to install or which file to provide.
