@@ -77,3 +77,64 @@ def test_replies_carry_exactly_the_shared_scope_of_the_mode(
         assert expected == ["backbone.proj.bias", "backbone.proj.weight"]
     records = read_metrics(run_dir / "metrics.jsonl")
     assert records[-1]["rejected"] == [] and not records[-1]["skipped"]
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows))
+    return path
+
+
+def test_text_clients_on_a_transformer_with_lora(tmp_path: Path) -> None:
+    # Prepare: two text tasks from the users' own CSV files, a tiny local BERT, LoRA
+    from tests.tiny_models import make_tiny_bert
+
+    rng = np.random.default_rng(0)
+    words = {"pos": ["good", "great", "nice"], "neg": ["bad", "awful", "poor"]}
+    topics = {"sport": ["goal", "match", "team"], "tech": ["code", "chip", "data"]}
+
+    def rows(vocab: dict[str, list[str]]) -> list[tuple[str, str]]:
+        labels = sorted(vocab)
+        out = []
+        for i in range(48):
+            label = labels[i % 2]
+            out.append((" ".join(rng.choice(vocab[label], size=4)), label))
+        return out
+
+    data = {
+        "sentiment": {"path": str(_write_csv(tmp_path / "sentiment.csv", rows(words)))},
+        "topic": {"path": str(_write_csv(tmp_path / "topic.csv", rows(topics)))},
+    }
+    model_dir = make_tiny_bert(tmp_path / "tiny-bert")
+    cfg = small(
+        tmp_path,
+        **{
+            "dataset": "files",
+            "dataset-options": {"tasks": data},
+            "tasks": ["sentiment", "topic"],
+            "num-clients": 2,
+            "backbone": f"hf:{model_dir}",
+            "backbone-options": {"max-length": 16},
+            "finetune": "lora",
+            "lora-rank": 2,
+            "optimizer": "adam",
+            "learning-rate": 0.01,
+        },
+    )
+    expected = sorted(keys_in(run_scopes(cfg), "shared"))
+    spy_dir = tmp_path / "spy"
+    spy_dir.mkdir()
+    # Execute
+    run_dir = simulate(cfg, client_mods=[make_spy(spy_dir)])
+    # Assert: only the query/value adapters travel, from both tasks' clients
+    assert expected and all(".lora_" in k for k in expected)
+    assert {k.split(".")[-4] for k in expected} == {"query", "value"}
+    logs = read_spy(spy_dir)
+    assert sorted(e["task"] for entries in logs.values() for e in entries[:1]) == [
+        "sentiment",
+        "topic",
+    ]
+    assert all(e["arrays"] == expected for entries in logs.values() for e in entries)
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["round"] for r in records] == [0, 1, 2]
+    assert records[-1]["rejected"] == [] and not records[-1]["skipped"]
+    assert sorted(records[-1]["evaluate"]["tasks"]) == ["sentiment", "topic"]

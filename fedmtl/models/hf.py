@@ -105,6 +105,8 @@ def build_hf(
     pooling = choice_option(options, "pooling", "mean", POOLINGS)
     weights = weights_file(pretrained) if pretrained not in ("builtin", "none") else None
     transformers = optional_import("transformers", "text", f"backbone '{label}'")
+    # One "Loading weights" bar per Ray worker would bury the round progress lines.
+    transformers.utils.logging.disable_progress_bar()
     target = _local_or_hub(target, label)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(target)

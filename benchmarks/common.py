@@ -1,0 +1,118 @@
+"""Shared helpers of the benchmarks: run an experiment in a child process and measure it.
+
+Each run is a separate ``python -m fedmtl simulate`` process (its own Ray session), so
+one run's caches and memory never flatter the next. Peak memory is sampled from the
+whole process tree (driver, Ray's own processes and the client workers).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class RunResult:
+    """What one benchmarked run produced and cost."""
+
+    run_dir: Path
+    wall_s: float
+    peak_rss_total_mb: float
+    peak_rss_process_mb: float
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def round_seconds(self) -> list[float]:
+        """Seconds per record: index 0 is the initial evaluation, then rounds 1..N."""
+        return [float(r["time"]["round-s"]) for r in self.records]
+
+    def final_tasks(self) -> dict[str, dict[str, float]]:
+        """Per-task aggregates of the last round's evaluation."""
+        tasks: dict[str, dict[str, float]] = self.records[-1]["evaluate"]["tasks"]
+        return tasks
+
+
+class TreeMemory:
+    """Samples the resident memory of a process and all its descendants."""
+
+    def __init__(self, pid: int, every_s: float = 0.5) -> None:
+        self.root = psutil.Process(pid)
+        self.every_s = every_s
+        self.peak_total = 0
+        self.peak_process = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            sizes = []
+            for process in processes:
+                try:
+                    sizes.append(process.memory_info().rss)
+                except psutil.Error:
+                    continue
+            if sizes:
+                self.peak_total = max(self.peak_total, sum(sizes))
+                self.peak_process = max(self.peak_process, max(sizes))
+            self._stop.wait(self.every_s)
+
+
+def run_experiment(experiment: str, overrides: dict[str, Any], output_dir: Path) -> RunResult:
+    """Run ``fedmtl simulate`` on ``experiment`` with ``overrides`` and measure it."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    settings = {**overrides, "output-dir": str(output_dir)}
+    command = [sys.executable, "-m", "fedmtl", "simulate", experiment]
+    for key, value in settings.items():
+        command += ["--set", f"{key}={json.dumps(value)}"]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with TreeMemory(process.pid) as memory:
+        output, _ = process.communicate()
+    wall = time.perf_counter() - start
+    subprocess.run(["ray", "stop", "--force"], capture_output=True, check=False)
+    if process.returncode != 0:
+        sys.stdout.write(output.decode(errors="replace")[-4000:])
+        raise RuntimeError(f"{experiment} {overrides} failed with exit code {process.returncode}")
+    text = output.decode(errors="replace")
+    marker = "run directory: "
+    run_dir = Path(
+        next(x for x in reversed(text.splitlines()) if x.startswith(marker))[len(marker) :]
+    )
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return RunResult(
+        run_dir=run_dir,
+        wall_s=wall,
+        peak_rss_total_mb=memory.peak_total / 2**20,
+        peak_rss_process_mb=memory.peak_process / 2**20,
+        records=[json.loads(line) for line in lines],
+    )
+
+
+def write_results(name: str, payload: dict[str, Any], table: str) -> None:
+    """Write ``results/<name>.json`` and ``results/<name>.md``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    print(table)
