@@ -81,6 +81,7 @@ class TreeMemory:
 
 def run_experiment(experiment: str, overrides: dict[str, Any], output_dir: Path) -> RunResult:
     """Run ``fedmtl simulate`` on ``experiment`` with ``overrides`` and measure it."""
+    output_dir = output_dir.resolve()  # the child process runs in the repository root
     output_dir.mkdir(parents=True, exist_ok=True)
     settings = {**overrides, "output-dir": str(output_dir)}
     command = [sys.executable, "-m", "fedmtl", "simulate", experiment]

@@ -11,8 +11,14 @@ import copy
 import itertools
 from functools import lru_cache
 
-from fedmtl.config import ExperimentConfig, partition_spec, scope_rules
-from fedmtl.models import MultiTaskModel, build_model
+from fedmtl.config import ConfigError, ExperimentConfig, partition_spec, scope_rules
+from fedmtl.data import build_federation
+from fedmtl.models import (
+    BackboneOptionError,
+    BackboneUnavailable,
+    MultiTaskModel,
+    build_model,
+)
 from fedmtl.models.lora import apply_lora
 from fedmtl.scopes import assign_scopes
 
@@ -66,3 +72,29 @@ def run_scopes(cfg: ExperimentConfig) -> dict[str, str]:
     model = initial_model(cfg)
     rules = scope_rules(cfg, model.backbone.blocks())
     return assign_scopes(model.state_dict().keys(), rules)
+
+
+def check_run_inputs(cfg: ExperimentConfig) -> None:
+    """Load every client's data and the initial model once, before any runtime starts.
+
+    A missing data file, weights file or optional package then stops the run with
+    the key to fix, instead of failing inside a Ray worker.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``dataset-options``, ``backbone``, ``backbone-options`` or ``pretrained``.
+    """
+    try:
+        build_federation(partition_spec(cfg))
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError("dataset-options", str(exc)) from None
+    try:
+        initial_model(cfg)
+    except BackboneOptionError as exc:
+        raise ConfigError("backbone-options", str(exc)) from None
+    except FileNotFoundError as exc:
+        key = "backbone" if cfg.pretrained in ("builtin", "none") else "pretrained"
+        raise ConfigError(key, str(exc)) from None
+    except (BackboneUnavailable, ValueError) as exc:
+        raise ConfigError("backbone", str(exc)) from None

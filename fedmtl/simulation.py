@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -9,9 +10,10 @@ from typing import Any
 
 from flwr.clientapp.typing import Mod
 
-from fedmtl.client_app import make_client_app
+from fedmtl.client_app import feature_cache_dir, make_client_app
 from fedmtl.config import ConfigError, ExperimentConfig
 from fedmtl.results import RunDirectory
+from fedmtl.run_model import check_run_inputs
 from fedmtl.server_app import make_server_app
 
 
@@ -60,6 +62,9 @@ def simulate(
     from flwr.simulation import run_simulation
 
     backend = backend_config(cfg)
+    check_run_inputs(cfg)
+    # Ray workers need not share this process's working directory.
+    cfg = dataclasses.replace(cfg, feature_cache_dir=str(Path(feature_cache_dir(cfg)).resolve()))
     run = RunDirectory(run_dir) if run_dir is not None else RunDirectory.create(cfg)
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
