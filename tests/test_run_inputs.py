@@ -39,7 +39,7 @@ def test_a_backbone_for_other_inputs_is_refused() -> None:
 
 def test_missing_weights_file_names_pretrained(tmp_path: Path) -> None:
     cfg = build_config({"pretrained": str(tmp_path / "missing.pt")})
-    with pytest.raises(ConfigError, match="missing.pt") as caught:
+    with pytest.raises(ConfigError, match=r"missing\.pt") as caught:
         check_run_inputs(cfg)
     assert caught.value.key == "pretrained"
 
