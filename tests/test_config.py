@@ -128,6 +128,24 @@ def test_parse_override_without_equals_sign_raises() -> None:
         ),
         ({"num-clients": 2}, "num-clients", ["number of tasks (3)"]),
         ({"min-available-clients": 13}, "min-available-clients", ["num-clients (12)"]),
+        ({"dataset-options": {"colour": 1}}, "dataset-options", ["no option 'colour'"]),
+        (
+            {"dataset": "wordnet-fortunes", "dataset-options": {"fortune-categories": ["x"]}},
+            "dataset-options",
+            ["'x'", "people"],
+        ),
+        ({"backbone": "resnet"}, "backbone", ["digits-cnn", "minilm"]),
+        ({"backbone": "onnx:model.onnx"}, "backbone", ["scheme 'onnx:'", "hf", "timm"]),
+        ({"backbone-options": {"depth": 2}}, "backbone-options", ["no option 'depth'"]),
+        (
+            {"backbone": "minilm", "backbone-options": {"max-len": 2}},
+            "backbone-options",
+            ["max-length"],
+        ),
+        ({"finetune": "partial"}, "finetune", ["last-k", "lora"]),
+        ({"finetune-blocks": 0}, "finetune-blocks", [">= 1"]),
+        ({"feature-cache": "ram"}, "feature-cache", ["memory", "disk"]),
+        ({"lora-dropout": 1.0}, "lora-dropout", ["<= 0.99"]),
     ],
 )
 def test_bad_values_raise_config_error_naming_key(
