@@ -92,7 +92,8 @@ def run_experiment(experiment: str, overrides: dict[str, Any], output_dir: Path)
     with TreeMemory(process.pid) as memory:
         output, _ = process.communicate()
     wall = time.perf_counter() - start
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, check=False)
+    ray = Path(sys.executable).parent / "ray"  # a venv need not be on PATH
+    subprocess.run([str(ray), "stop", "--force"], capture_output=True, check=False)
     if process.returncode != 0:
         sys.stdout.write(output.decode(errors="replace")[-4000:])
         raise RuntimeError(f"{experiment} {overrides} failed with exit code {process.returncode}")
