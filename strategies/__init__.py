@@ -14,6 +14,7 @@ from strategies.registry import (
     register,
 )
 from strategies.scoped import ScopedStrategy
+from strategies.zoo import task_balanced as _task_balanced  # noqa: F401  (registers the zoo)
 
 __all__ = [
     "STRATEGIES",

@@ -31,6 +31,7 @@ from flwr.serverapp.strategy import Strategy
 from fedmtl.metrics import summarize_by_task
 from fedmtl.records import (
     ARRAYS,
+    CLIENT,
     CONFIG,
     METRICS,
     NUM_EXAMPLES,
@@ -263,12 +264,16 @@ class ScopedStrategy(Strategy):
 
     @staticmethod
     def _strip(reply: Message, train: bool) -> Message:
-        """The reply as a stock strategy expects it: one ArrayRecord, one MetricRecord."""
+        """The reply as a stock strategy expects it: one ArrayRecord, one MetricRecord.
+
+        The client's identity (``"client"`` ConfigRecord: client id and task) stays,
+        so task-aware strategies can group replies; Flower's strategies ignore it.
+        """
         metrics = reply.content.metric_records[METRICS]
         common = MetricRecord(
             {NUM_EXAMPLES: metrics[NUM_EXAMPLES], "loss": metrics.get("loss", 0.0)}
         )
-        content = RecordDict({METRICS: common})
+        content = RecordDict({METRICS: common, CLIENT: reply.content.config_records[CLIENT]})
         if train:
             content[ARRAYS] = reply.content.array_records[ARRAYS]
         return Message(content=content, metadata=reply.metadata)  # type: ignore[call-overload,no-any-return]

@@ -1,0 +1,7 @@
+"""The algorithm zoo: fedmtl's own strategies, registered by name on import.
+
+Each module holds one strategy with a docstring stating the paper, the wire keys
+it reads and sends, and what the client must do.
+"""
+
+from strategies.zoo import task_balanced as _task_balanced  # noqa: F401  (registers)
