@@ -6,6 +6,7 @@ the experiment file into a Flower ``Strategy``; :class:`ScopedStrategy` makes an
 Flower strategy multi-task aware.
 """
 
+from strategies import zoo as _zoo  # noqa: F401  (registers the zoo)
 from strategies.registry import (
     STRATEGIES,
     StrategyOptionError,
@@ -14,7 +15,6 @@ from strategies.registry import (
     register,
 )
 from strategies.scoped import ScopedStrategy
-from strategies.zoo import task_balanced as _task_balanced  # noqa: F401  (registers the zoo)
 
 __all__ = [
     "STRATEGIES",

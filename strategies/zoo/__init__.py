@@ -4,4 +4,5 @@ Each module holds one strategy with a docstring stating the paper, the wire keys
 it reads and sends, and what the client must do.
 """
 
-from strategies.zoo import task_balanced as _task_balanced  # noqa: F401  (registers)
+from strategies.zoo import conflict_averse as _conflict_averse  # noqa: F401  (registers)
+from strategies.zoo import task_balanced as _task_balanced  # noqa: F401
