@@ -11,6 +11,11 @@ T = TypeVar("T")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 
 
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` passes the registry name rule (lower-case, digits, ``-_.``)."""
+    return bool(_NAME.match(name))
+
+
 class RegistryError(KeyError):
     """An unknown or duplicate name in a registry."""
 
@@ -42,7 +47,7 @@ class Registry(Generic[T]):
 
     def add(self, name: str, obj: T) -> None:
         """Register ``obj`` under ``name``; duplicates and bad names are rejected."""
-        if not _NAME.match(name):
+        if not is_valid_name(name):
             raise RegistryError(
                 f"{self.kind} name '{name}' must be lower-case letters, digits, '-', '_' or '.'"
             )
@@ -55,11 +60,11 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            close = difflib.get_close_matches(name, list(self._items), n=1)
+            # names() rather than _items: a subclass may list names it loads lazily.
+            names = self.names()
+            close = difflib.get_close_matches(name, names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise RegistryError(
-                f"unknown {self.kind} '{name}'{hint}; available: {sorted(self._items)}"
-            ) from None
+            raise RegistryError(f"unknown {self.kind} '{name}'{hint}; available: {names}") from None
 
     def names(self) -> list[str]:
         """Return the registered names, sorted."""

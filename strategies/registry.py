@@ -1,12 +1,47 @@
-"""Strategy registry: names and ``"package.module:ClassName"`` to Flower strategies."""
+"""Strategy registry: names and ``"package.module:ClassName"`` to Flower strategies.
+
+Three kinds of strategies are usable by name (``strategy = "..."`` in an
+experiment file):
+
+* Flower's own strategies (``fedavg``, ``fedadam``, ...) and the ones this
+  package ships, registered when it is imported;
+* strategies registered in-process with :func:`register`;
+* third-party strategies declared by an installed distribution through the
+  entry point group ``fedmtl.strategies``. A package declares one in its
+  ``pyproject.toml``::
+
+      [project.entry-points."fedmtl.strategies"]
+      my-strategy = "my_pkg.strategies:MyStrategy"
+
+  The entry point's name is the strategy name (it must follow the registry
+  rule: lower-case letters, digits, ``-``, ``_``, ``.``) and its object a
+  Flower ``Strategy`` class or a factory returning one; it is called like any
+  other strategy, with the sampling keyword arguments it accepts plus the
+  experiment's ``strategy-options``.
+
+Plug-ins are loaded lazily: discovery reads only the installed metadata, so
+their names appear in :func:`available_strategies` (and in configuration errors
+and "did you mean" hints) without importing them; a plug-in module is imported
+when :func:`build_strategy` (or ``STRATEGIES.get``) asks for its name. A
+plug-in whose name is already taken by a built-in or registered strategy is
+ignored with a warning (the built-in wins); between two plug-ins of the same
+name the first one found on ``sys.path`` wins. A plug-in that fails to import
+raises :class:`StrategyOptionError` naming the entry point, its distribution and
+the error. Discovery is cached; :func:`refresh_plugins` scans again (after
+installing a package at run time, or in tests).
+"""
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
+import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import Distribution, EntryPoint, entry_points, packages_distributions
 from typing import Any
 
 from flwr.serverapp.strategy import (
@@ -24,7 +59,12 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from fedmtl.registry import Registry, RegistryError
+from fedmtl.registry import Registry, RegistryError, is_valid_name
+
+logger = logging.getLogger(__name__)
+
+# Entry point group under which installed distributions declare strategies.
+ENTRY_POINT_GROUP = "fedmtl.strategies"
 
 
 class StrategyOptionError(ValueError):
@@ -64,7 +104,159 @@ WIRE_ARGUMENTS = frozenset(
         "evaluate_metrics_aggr_fn",
     }
 )
-STRATEGIES: Registry[StrategyFactory] = Registry("strategy")
+
+
+def _distribution(dist: Distribution | None) -> str:
+    if dist is None:
+        return "an unknown distribution"
+    return f"distribution '{dist.metadata['Name']} {dist.version}'"
+
+
+def _describe(entry_point: EntryPoint) -> str:
+    return (
+        f"entry point '{entry_point.name} = {entry_point.value}' "
+        f"of {_distribution(entry_point.dist)}"
+    )
+
+
+@functools.cache
+def _packages_distributions() -> Mapping[str, list[str]]:
+    # Reads every installed RECORD (~0.4 s): only for clash warnings, cached until refresh.
+    return packages_distributions()
+
+
+def _provider(obj: object) -> str:
+    """Where an in-process strategy comes from: its module and distribution."""
+    module = getattr(obj, "__module__", None) or "?"
+    qualname = getattr(obj, "__qualname__", type(obj).__qualname__)
+    dists = _packages_distributions().get(module.partition(".")[0], [])
+    where = f"distribution '{', '.join(sorted(set(dists)))}'" if dists else "no distribution"
+    return f"{module}:{qualname} from {where}"
+
+
+class StrategyRegistry(Registry[StrategyFactory]):
+    """Strategy registry that also lists plug-ins of an entry point group, loaded lazily.
+
+    Parameters
+    ----------
+    kind : str
+        What the registry holds, used in messages ("strategy").
+    group : str
+        Entry point group scanned for plug-ins (``"fedmtl.strategies"``).
+    """
+
+    def __init__(self, kind: str, group: str) -> None:
+        super().__init__(kind)
+        self.group = group
+        self._plugins: dict[str, EntryPoint] | None = None
+        self._loaded: dict[str, StrategyFactory] = {}
+        self._lock = threading.RLock()
+
+    def plugins(self) -> dict[str, EntryPoint]:
+        """Plug-in entry points by strategy name (discovered once, then cached)."""
+        with self._lock:
+            if self._plugins is None:
+                self._plugins = self._discover()
+            return dict(self._plugins)
+
+    def refresh(self) -> list[str]:
+        """Forget discovered and loaded plug-ins, scan again; return the plug-in names."""
+        with self._lock:
+            importlib.invalidate_caches()  # also drops importlib.metadata's path caches
+            _packages_distributions.cache_clear()
+            self._plugins = None
+            self._loaded.clear()
+            return sorted(self.plugins())
+
+    def _discover(self) -> dict[str, EntryPoint]:
+        found: dict[str, EntryPoint] = {}
+        for entry_point in entry_points(group=self.group):
+            name = entry_point.name
+            if not is_valid_name(name):
+                logger.warning(
+                    "ignoring %s %s: the name must be lower-case letters, digits, '-', '_' or '.'",
+                    self.kind,
+                    _describe(entry_point),
+                )
+            elif name in self._items:
+                logger.warning(
+                    "ignoring %s %s: '%s' is already the built-in %s %s; keeping the built-in",
+                    self.kind,
+                    _describe(entry_point),
+                    name,
+                    self.kind,
+                    _provider(self._items[name]),
+                )
+            elif name in found:
+                logger.warning(
+                    "ignoring %s %s: '%s' is already provided by %s; keeping the first",
+                    self.kind,
+                    _describe(entry_point),
+                    name,
+                    _describe(found[name]),
+                )
+            else:
+                found[name] = entry_point
+        return found
+
+    def add(self, name: str, obj: StrategyFactory) -> None:
+        """Register ``obj`` under ``name``; it shadows a plug-in of the same name."""
+        with self._lock:
+            super().add(name, obj)
+            if self._plugins is not None and name in self._plugins:
+                logger.warning(
+                    "%s '%s' registered in-process (%s) shadows the plug-in %s",
+                    self.kind,
+                    name,
+                    _provider(obj),
+                    _describe(self._plugins.pop(name)),
+                )
+                self._loaded.pop(name, None)
+
+    def get(self, name: str) -> StrategyFactory:
+        """Return the strategy ``name``, importing its plug-in on first use.
+
+        Raises
+        ------
+        RegistryError
+            Unknown name (with a "did you mean" hint).
+        StrategyOptionError
+            A plug-in that cannot be imported or is not callable.
+        """
+        if name not in self._items:
+            entry_point = self.plugins().get(name)
+            if entry_point is not None:
+                return self._load(name, entry_point)
+        return super().get(name)
+
+    def _load(self, name: str, entry_point: EntryPoint) -> StrategyFactory:
+        with self._lock:
+            if name in self._loaded:
+                return self._loaded[name]
+            try:
+                factory = entry_point.load()
+            except Exception as exc:
+                raise StrategyOptionError(
+                    f"{self.kind} '{name}': cannot load {_describe(entry_point)}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if not callable(factory):
+                raise StrategyOptionError(
+                    f"{self.kind} '{name}': {_describe(entry_point)} gives a "
+                    f"{type(factory).__name__}, not a strategy class or factory"
+                )
+            self._loaded[name] = factory
+            return factory  # type: ignore[no-any-return]
+
+    def names(self) -> list[str]:
+        """Registered and plug-in names, sorted (plug-ins are not imported)."""
+        return sorted(set(self._items) | set(self.plugins()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items or name in self.plugins()
+
+
+STRATEGIES = StrategyRegistry("strategy", ENTRY_POINT_GROUP)
 
 
 def register(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
@@ -95,8 +287,17 @@ for _name, _cls in {
 
 
 def available_strategies() -> list[str]:
-    """Names usable as ``strategy = "..."`` in an experiment file."""
+    """Names usable as ``strategy = "..."`` in an experiment file (plug-ins included)."""
     return STRATEGIES.names()
+
+
+def refresh_plugins() -> list[str]:
+    """Scan the ``fedmtl.strategies`` entry points again; return the plug-in names.
+
+    Discovery is cached; call this after changing ``sys.path`` or installing a
+    package in a running process (tests do). Loaded plug-ins are forgotten too.
+    """
+    return STRATEGIES.refresh()
 
 
 def _import_factory(reference: str) -> StrategyFactory:

@@ -17,6 +17,7 @@ Local-scope weights are never seen: clients do not send them.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -45,6 +46,7 @@ from fedmtl.records import (
     to_record,
 )
 from strategies.aggregation import cast_like, weighted_average
+from strategies.state import load_strategy_state, strategy_state
 
 logger = logging.getLogger(__name__)
 ArraySpec = dict[str, tuple[tuple[int, ...], str]]
@@ -348,3 +350,32 @@ class ScopedStrategy(Strategy):
     def current_task_arrays(self) -> dict[str, ArrayRecord]:
         """The aggregated task-scope arrays of every task."""
         return {task: to_record(arrays) for task, arrays in self.task_arrays.items()}
+
+    # -------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs, as a deep copy ready to pickle.
+
+        The inner strategy's state (FedAdam's moments, FedAvgM's momentum) is
+        captured by :func:`strategies.state.strategy_state`: its own
+        ``state_dict()`` if it defines one, else its non-callable attributes.
+        """
+        return copy.deepcopy(
+            {
+                "inner": strategy_state(self.inner),
+                "task-arrays": self.task_arrays,
+                "node-tasks": self.node_tasks,
+                "node-clients": self.node_clients,
+                "shared-spec": self._shared_spec,
+                "rounds": dict(self.rounds),
+            }
+        )
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` into this (freshly built) strategy."""
+        state = copy.deepcopy(dict(state))
+        load_strategy_state(self.inner, state["inner"])
+        self.task_arrays = state["task-arrays"]
+        self.node_tasks = state["node-tasks"]
+        self.node_clients = state["node-clients"]
+        self._shared_spec = state["shared-spec"]
+        self.rounds = defaultdict(RoundLog, state["rounds"])

@@ -1,112 +1,27 @@
-"""Builders for fake Flower messages and a fake Grid (no Ray, no SuperLink)."""
+"""Builders for fake Flower messages and a fake Grid (no Ray, no SuperLink).
 
-from __future__ import annotations
+They live in :mod:`strategies.testing.fakes` so strategy authors can use them;
+this module re-exports them for the existing tests.
+"""
 
-import time
-from collections.abc import Iterable, Mapping
+from strategies.testing.fakes import (
+    SERVER_NODE,
+    FakeGrid,
+    error_reply,
+    evaluate_reply,
+    query_reply_content,
+    reply,
+    reply_metadata,
+    train_reply,
+)
 
-import numpy as np
-import numpy.typing as npt
-from flwr.app import ConfigRecord, Error, Message, MessageType, Metadata, RecordDict
-
-from fedmtl.records import CLIENT, QUERY_KEY, ClientInfo, reply_content, to_record
-
-SERVER_NODE = 0
-
-
-def reply_metadata(node_id: int, message_type: str) -> Metadata:
-    """Metadata of a reply sent by ``node_id`` to the server."""
-    return Metadata(
-        run_id=1,
-        message_id=f"reply-{node_id}",
-        src_node_id=node_id,
-        dst_node_id=SERVER_NODE,
-        reply_to_message_id=f"instruction-{node_id}",
-        group_id="1",
-        created_at=time.time(),
-        ttl=3600.0,
-        message_type=message_type,
-    )
-
-
-def reply(node_id: int, content: RecordDict, message_type: str = MessageType.TRAIN) -> Message:
-    """A successful reply from ``node_id``."""
-    return Message(content=content, metadata=reply_metadata(node_id, message_type))
-
-
-def error_reply(node_id: int, reason: str, message_type: str = MessageType.TRAIN) -> Message:
-    """A reply from ``node_id`` that carries an error instead of content."""
-    return Message(
-        error=Error(code=1, reason=reason), metadata=reply_metadata(node_id, message_type)
-    )
-
-
-def train_reply(
-    node_id: int,
-    task: str,
-    num_examples: float | None,
-    shared: Mapping[str, npt.NDArray[np.generic]],
-    task_arrays: Mapping[str, npt.NDArray[np.generic]] | None = None,
-    loss: float = 0.5,
-    client_id: int | None = None,
-) -> Message:
-    """A train reply laid out as the ClientApp lays it out."""
-    metrics: dict[str, float] = {"loss": loss}
-    if num_examples is not None:
-        metrics["num-examples"] = num_examples
-    content = reply_content(
-        ClientInfo(client_id=node_id if client_id is None else client_id, task=task),
-        metrics,
-        shared=to_record(shared),
-        task=to_record(task_arrays) if task_arrays is not None else None,
-    )
-    return reply(node_id, content, MessageType.TRAIN)
-
-
-def evaluate_reply(
-    node_id: int, task: str, num_examples: int, loss: float, accuracy: float
-) -> Message:
-    """An evaluate reply (metrics only)."""
-    content = reply_content(
-        ClientInfo(client_id=node_id, task=task),
-        {"num-examples": num_examples, "loss": loss, "accuracy": accuracy},
-    )
-    return reply(node_id, content, MessageType.EVALUATE)
-
-
-class FakeGrid:
-    """Just enough of ``flwr.serverapp.Grid`` for strategies' configure_* calls.
-
-    ``node_tasks`` maps node id to the task the node answers QUERY messages with;
-    nodes in ``silent`` answer queries with an error.
-    """
-
-    def __init__(self, node_tasks: Mapping[int, str], silent: Iterable[int] = ()) -> None:
-        self.node_tasks = dict(node_tasks)
-        self.silent = set(silent)
-        self.queries: list[Message] = []
-
-    def get_node_ids(self) -> list[int]:
-        return sorted(self.node_tasks)
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> list[Message]:
-        replies = []
-        for message in messages:
-            assert message.metadata.message_type == MessageType.QUERY
-            assert message.content.config_records["config"][QUERY_KEY] == "client-info"
-            self.queries.append(message)
-            node = message.metadata.dst_node_id
-            if node in self.silent:
-                replies.append(error_reply(node, "offline", MessageType.QUERY))
-                continue
-            info = ClientInfo(client_id=100 + node, task=self.node_tasks[node])
-            content = RecordDict({CLIENT: info.to_record()})
-            replies.append(reply(node, content, MessageType.QUERY))
-        return replies
-
-
-def query_reply_content(client_id: int, task: str) -> RecordDict:
-    """The body of a QUERY reply."""
-    return RecordDict({CLIENT: ConfigRecord({"client-id": client_id, "task": task})})
+__all__ = [
+    "SERVER_NODE",
+    "FakeGrid",
+    "error_reply",
+    "evaluate_reply",
+    "query_reply_content",
+    "reply",
+    "reply_metadata",
+    "train_reply",
+]

@@ -86,7 +86,9 @@ def test_task_scope_travels_per_task_only(tmp_path: Path) -> None:
     assert records[-1]["evaluate"]["tasks"]["digit"]["num-clients"] == 2
 
 
-@pytest.mark.parametrize("strategy", ["fedadam", "tests.example_plugin:HalfStepFedAvg"])
+@pytest.mark.parametrize(
+    "strategy", ["fedadam", "conflict-averse", "tests.example_plugin:HalfStepFedAvg"]
+)
 def test_stock_and_custom_strategies_run(tmp_path: Path, strategy: str) -> None:
     cfg = small(tmp_path, **{"strategy": strategy, "num-clients": 2, "tasks": ["digit", "ge5"]})
     run_dir = simulate(cfg)
