@@ -7,6 +7,7 @@ selects its data and task. Handlers are thin: plain torch work lives in
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,7 @@ from fedmtl.records import (
     ARRAYS,
     CLIENT,
     CONFIG,
+    HEAD_EPOCHS,
     TASK_ARRAYS,
     ClientInfo,
     from_record,
@@ -150,16 +152,37 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
         for k, v in model.state_dict().items()
         if k in setup.shared_keys or k in setup.task_keys
     }
+    features = client_features(cfg, setup, "train", model)
+    device = pick_device(cfg.device)
+    data = setup.data
+    head_epochs = int(server.get(HEAD_EPOCHS, 0))  # type: ignore[arg-type]
+    trainable = set(setup.trainable)
+    if head_epochs > 0:
+        # FedRep: fit the head on the received body first, then train the body only.
+        head = {k for k in trainable if k.startswith(f"heads.{data.task}.")}
+        head_settings = dataclasses.replace(settings, epochs=head_epochs)
+        train_local(
+            model,
+            data.task,
+            data.x_train,
+            data.y_train,
+            head_settings,
+            head,
+            reference,
+            device,
+            features=features,
+        )
+        trainable -= head
     result = train_local(
         model,
-        setup.data.task,
-        setup.data.x_train,
-        setup.data.y_train,
+        data.task,
+        data.x_train,
+        data.y_train,
         settings,
-        set(setup.trainable),
+        trainable,
         reference,
-        pick_device(cfg.device),
-        features=client_features(cfg, setup, "train", model),
+        device,
+        features=features,
     )
     model.cpu()
     context.state[LOCAL_STATE] = to_record(export_arrays(model, setup.local_keys))

@@ -91,6 +91,7 @@ class ExperimentConfig:
     scope_task: tuple[str, ...] = ()
     scope_shared: tuple[str, ...] = ("*",)
     scope_default: str = "shared"
+    scopes_from: str = "strategy"
     # local training
     local_epochs: int = 1
     batch_size: int = 16
@@ -158,6 +159,7 @@ CHOICES: dict[str, tuple[str, ...] | Callable[[], list[str]]] = {
     "scope-default": SCOPES,
     "finetune": FINETUNE_MODES,
     "feature-cache": ("off", "memory", "disk"),
+    "scopes-from": ("strategy", "experiment"),
 }
 
 # (minimum, maximum, inclusive-minimum) for numeric keys.
@@ -347,7 +349,32 @@ def build_config(values: Mapping[str, Any]) -> ExperimentConfig:
         kwargs[_field_name(key)] = coerced
     cfg = ExperimentConfig(**kwargs)
     _validate_cross_keys(cfg)
-    return cfg
+    return _apply_strategy_scopes(cfg)
+
+
+def _apply_strategy_scopes(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A personalization strategy's scope preset replaces the scope keys (``scopes-from``).
+
+    FedPer, LG-FedAvg, FedBN, ... *are* scope choices: the preset travels with the
+    strategy, and the resolved config (``config.toml``) shows the scopes the run used.
+    """
+    from strategies.registry import strategy_scope_preset
+
+    preset = strategy_scope_preset(cfg.strategy)
+    if cfg.scopes_from != "strategy" or preset is None:
+        return cfg
+
+    def patterns(scope: str) -> tuple[str, ...]:
+        return tuple(str(p) for p in preset.get(scope, ()))
+
+    return dataclasses.replace(
+        cfg,
+        scope_frozen=cfg.scope_frozen + patterns("frozen"),
+        scope_local=patterns("local"),
+        scope_task=patterns("task"),
+        scope_shared=patterns("shared"),
+        scope_default=str(preset.get("default", "shared")),
+    )
 
 
 def parse_override(text: str) -> tuple[str, Any]:

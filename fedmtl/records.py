@@ -32,6 +32,8 @@ METRICS = "metrics"
 CLIENT = "client"
 NUM_EXAMPLES = "num-examples"
 QUERY_KEY = "fedmtl-query"
+# Training keys a strategy may put in the server's "config" record (see fedmtl.training).
+HEAD_EPOCHS = "head-epochs"  # FedRep: epochs on the head (body frozen) before the body epochs
 
 NDArrays = dict[str, npt.NDArray[np.generic]]
 

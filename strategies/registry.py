@@ -286,6 +286,22 @@ for _name, _cls in {
     STRATEGIES.add(_name, _cls)
 
 
+def strategy_scope_preset(name: str) -> Mapping[str, Any] | None:
+    """The ``scope_preset`` a strategy class declares (``None`` if none or unknown).
+
+    A personalization strategy (FedPer, LG-FedAvg, FedBN, ...) sets the class
+    attribute ``scope_preset = {"local": (...), "task": (...), "shared": (...),
+    "frozen": (...), "default": "shared"}``; with ``scopes-from = "strategy"`` (the
+    default) it replaces the experiment's ``scope-*`` keys.
+    """
+    try:
+        factory = _import_factory(name) if ":" in name else STRATEGIES.get(name)
+    except (RegistryError, StrategyOptionError):
+        return None
+    preset = getattr(factory, "scope_preset", None)
+    return preset if isinstance(preset, Mapping) else None
+
+
 def available_strategies() -> list[str]:
     """Names usable as ``strategy = "..."`` in an experiment file (plug-ins included)."""
     return STRATEGIES.names()

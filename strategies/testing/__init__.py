@@ -1,0 +1,49 @@
+"""Conformance kit: test that a strategy behaves inside fedmtl's ``ScopedStrategy``.
+
+A strategy author writes one test module (pytest needed)::
+
+    # tests/test_my_strategy.py
+    from flwr.serverapp.strategy import FedAvg
+    from strategies.testing import StrategyConformance
+
+    class MyStrategy(FedAvg):
+        conformance_traits = ("weighted-mean",)  # enables the sample-weight check
+
+    class TestMyStrategy(StrategyConformance):
+        strategy = "tests.test_my_strategy:MyStrategy"  # or a registered name
+        options = {"fraction-train": 1.0}  # its strategy-options, if any
+
+Each check is also a plain function (``CHECKS[name](strategy, options)``) that
+raises ``AssertionError`` on a violation; :mod:`strategies.testing.fakes` holds
+the fake replies and Grid they use, :mod:`strategies.testing.traits` the traits.
+"""
+
+from strategies.testing.conformance import (
+    CHECKS,
+    StrategyConformance,
+    check_bad_replies_rejected,
+    check_deterministic,
+    check_identical_replies_keep_weights,
+    check_sample_weights_respected,
+    check_state_survives_checkpoint,
+    check_task_groups_separate,
+)
+from strategies.testing.fakes import FakeGrid, error_reply, server_identity, train_reply
+from strategies.testing.traits import BUILTIN_TRAITS, traits_of
+
+__all__ = [
+    "BUILTIN_TRAITS",
+    "CHECKS",
+    "FakeGrid",
+    "StrategyConformance",
+    "check_bad_replies_rejected",
+    "check_deterministic",
+    "check_identical_replies_keep_weights",
+    "check_sample_weights_respected",
+    "check_state_survives_checkpoint",
+    "check_task_groups_separate",
+    "error_reply",
+    "server_identity",
+    "train_reply",
+    "traits_of",
+]

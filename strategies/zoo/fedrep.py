@@ -1,0 +1,58 @@
+"""FedRep: learn a shared representation, personal heads fitted first each round.
+
+Collins et al., "Exploiting Shared Representations for Personalized Federated
+Learning", ICML 2021. Each round a client first trains its head for
+``head_epochs`` with the body frozen (on the body it just received), then trains
+the body for the run's ``local-epochs`` with the head frozen; the server averages
+the bodies (FedAvg). Heads never leave the client.
+
+Wire keys: sends ``"head-epochs"`` in the ``"config"`` record of every train
+message (``fedmtl.records.HEAD_EPOCHS``); reads the shared ``"arrays"`` (the
+body) and ``"metrics"``. Scope preset: ``backbone.*`` shared, ``heads.*`` local.
+Client side: the fedmtl ClientApp runs the two phases when ``head-epochs > 0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fedmtl.records import HEAD_EPOCHS
+from strategies.registry import register
+
+
+@register("fedrep")
+class FedRep(FedAvg):
+    """FedAvg of the body; clients fit their head for ``head_epochs`` before the body.
+
+    Parameters
+    ----------
+    head_epochs : int
+        Local epochs on the head (body frozen) before the body epochs (paper: 10).
+    **kwargs
+        FedAvg's sampling arguments.
+    """
+
+    scope_preset: ClassVar[dict[str, Any]] = {
+        "local": ("heads.*", "*.num_batches_tracked"),
+        "shared": ("backbone.*",),
+        "default": "shared",
+    }
+    conformance_traits = ("weighted-mean",)
+
+    def __init__(self, head_epochs: int = 5, **kwargs: Any) -> None:
+        if head_epochs < 1:
+            raise ValueError(f"head_epochs must be >= 1, got {head_epochs}")
+        super().__init__(**kwargs)
+        self.head_epochs = head_epochs
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's train messages, with ``head-epochs`` in their config."""
+        config = ConfigRecord({**dict(config.items()), HEAD_EPOCHS: self.head_epochs})
+        return super().configure_train(server_round, arrays, config, grid)
