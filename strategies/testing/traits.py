@@ -28,20 +28,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flwr.serverapp.strategy import (
-    Bulyan,
-    FedAdagrad,
-    FedAdam,
-    FedAvg,
-    FedAvgM,
-    FedMedian,
-    FedProx,
-    FedTrimmedAvg,
-    FedYogi,
-    Krum,
-    MultiKrum,
-    Strategy,
-)
+from flwr.serverapp.strategy import Strategy
+
+from strategies.registry import STRATEGIES
 
 WEIGHTED_MEAN = "weighted-mean"
 SERVER_OPTIMIZER = "server-optimizer"
@@ -49,19 +38,24 @@ ROBUST = "robust"
 TASK_AWARE = "task-aware"
 TRAIT_ATTRIBUTE = "conformance_traits"
 
-BUILTIN_TRAITS: dict[type[Strategy], frozenset[str]] = {
-    FedAvg: frozenset({WEIGHTED_MEAN}),
-    FedProx: frozenset({WEIGHTED_MEAN}),  # the proximal term is applied by clients
+# Flower's strategies by their registered names (the registry owns the classes).
+_BUILTIN_TRAITS_BY_NAME: dict[str, frozenset[str]] = {
+    "fedavg": frozenset({WEIGHTED_MEAN}),
+    "fedprox": frozenset({WEIGHTED_MEAN}),  # the proximal term is applied by clients
     # With its defaults (lr 1, momentum 0) FedAvgM is FedAvg, but not in general.
-    FedAvgM: frozenset({SERVER_OPTIMIZER}),
-    FedAdam: frozenset({SERVER_OPTIMIZER}),
-    FedYogi: frozenset({SERVER_OPTIMIZER}),
-    FedAdagrad: frozenset({SERVER_OPTIMIZER}),
-    FedMedian: frozenset({ROBUST}),
-    FedTrimmedAvg: frozenset({ROBUST}),
-    Krum: frozenset({ROBUST}),
-    MultiKrum: frozenset({ROBUST}),
-    Bulyan: frozenset({ROBUST}),
+    "fedavgm": frozenset({SERVER_OPTIMIZER}),
+    "fedadam": frozenset({SERVER_OPTIMIZER}),
+    "fedyogi": frozenset({SERVER_OPTIMIZER}),
+    "fedadagrad": frozenset({SERVER_OPTIMIZER}),
+    "fedmedian": frozenset({ROBUST}),
+    "fedtrimmedavg": frozenset({ROBUST}),
+    "krum": frozenset({ROBUST}),
+    "multikrum": frozenset({ROBUST}),
+    "bulyan": frozenset({ROBUST}),
+}
+BUILTIN_TRAITS: dict[type[Strategy], frozenset[str]] = {
+    STRATEGIES.get(name): traits  # type: ignore[misc]
+    for name, traits in _BUILTIN_TRAITS_BY_NAME.items()
 }
 
 
