@@ -7,6 +7,7 @@ selects its data and task. Handlers are thin: plain torch work lives in
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,6 +28,8 @@ from fedmtl.records import (
     CLIENT,
     CONFIG,
     HEAD_EPOCHS,
+    HEAD_FINETUNE_EPOCHS,
+    PERSONAL_LAMBDA,
     TASK_ARRAYS,
     ClientInfo,
     from_record,
@@ -38,6 +41,7 @@ from fedmtl.scopes import keys_in, task_relevant
 from fedmtl.training import TrainSettings, evaluate, pick_device, train_local
 
 LOCAL_STATE = "fedmtl-local"
+PERSONAL_STATE = "fedmtl-personal"  # Ditto's personal model
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,11 @@ class ClientSetup:
     task_keys: tuple[str, ...]
     local_keys: tuple[str, ...]
     trainable: frozenset[str]
+
+    @property
+    def personal_keys(self) -> tuple[str, ...]:
+        """Every entry a client holds a value of its own for (all but the frozen scope)."""
+        return self.shared_keys + self.task_keys + self.local_keys
 
     @property
     def frozen_backbone(self) -> bool:
@@ -131,13 +140,10 @@ def _info(setup: ClientSetup) -> ClientInfo:
     return ClientInfo(client_id=setup.data.client_id, task=setup.data.task)
 
 
-def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
-    """Train locally; keep the local scope in ``context.state``; reply shared + task arrays."""
-    setup = client_setup(cfg, _client_id(context))
-    model = _restore(msg, context, cfg, setup)
-    server = msg.content.config_records.get(CONFIG, ConfigRecord())
+def _settings(server: ConfigRecord, cfg: ExperimentConfig, client_id: int) -> TrainSettings:
+    """Local training settings: the server's config where it says, else the experiment's."""
     round_ = int(server.get("server-round", 0))  # type: ignore[arg-type]
-    settings = TrainSettings(
+    return TrainSettings(
         epochs=int(server.get("local-epochs", cfg.local_epochs)),  # type: ignore[arg-type]
         batch_size=int(server.get("batch-size", cfg.batch_size)),  # type: ignore[arg-type]
         learning_rate=float(server.get("learning-rate", cfg.learning_rate)),  # type: ignore[arg-type]
@@ -145,8 +151,26 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         proximal_mu=float(server.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
-        seed=cfg.seed * 100_003 + round_ * 1009 + setup.data.client_id,
+        seed=cfg.seed * 100_003 + round_ * 1009 + client_id,
     )
+
+
+def _head_keys(model: MultiTaskModel, task: str) -> set[str]:
+    return {name for name, _ in model.named_parameters() if name.startswith(f"heads.{task}.")}
+
+
+def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
+    """Train locally; keep the local scope in ``context.state``; reply shared + task arrays.
+
+    Strategy keys in the server's config change what "train locally" means:
+    ``head-epochs`` (FedRep) fits the head alone first, then the body alone;
+    ``personal-lambda`` (Ditto) also trains the client's personal model.
+    """
+    setup = client_setup(cfg, _client_id(context))
+    model = _restore(msg, context, cfg, setup)
+    server = msg.content.config_records.get(CONFIG, ConfigRecord())
+    data = setup.data
+    settings = _settings(server, cfg, data.client_id)
     reference = {
         k: v.detach().clone()
         for k, v in model.state_dict().items()
@@ -154,38 +178,34 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
     }
     features = client_features(cfg, setup, "train", model)
     device = pick_device(cfg.device)
-    data = setup.data
     head_epochs = int(server.get(HEAD_EPOCHS, 0))  # type: ignore[arg-type]
     trainable = set(setup.trainable)
+
+    def fit(target: MultiTaskModel, settings: TrainSettings, keys: set[str]) -> dict[str, float]:
+        return train_local(
+            target, data.task, data.x_train, data.y_train, settings, keys, reference, device,
+            features=features,
+        )  # fmt: skip
+
     if head_epochs > 0:
         # FedRep: fit the head on the received body first, then train the body only.
-        head = {k for k in trainable if k.startswith(f"heads.{data.task}.")}
-        head_settings = dataclasses.replace(settings, epochs=head_epochs)
-        train_local(
-            model,
-            data.task,
-            data.x_train,
-            data.y_train,
-            head_settings,
-            head,
-            reference,
-            device,
-            features=features,
-        )
+        head = trainable & _head_keys(model, data.task)
+        fit(model, dataclasses.replace(settings, epochs=head_epochs), head)
         trainable -= head
-    result = train_local(
-        model,
-        data.task,
-        data.x_train,
-        data.y_train,
-        settings,
-        trainable,
-        reference,
-        device,
-        features=features,
-    )
+    result = fit(model, settings, trainable)
     model.cpu()
     context.state[LOCAL_STATE] = to_record(export_arrays(model, setup.local_keys))
+    if PERSONAL_LAMBDA in server:
+        # Ditto: the personal model is pulled towards the received global model.
+        personal = _personal_model(msg, context, cfg, setup)
+        lam = float(server[PERSONAL_LAMBDA])  # type: ignore[arg-type]
+        fit(
+            personal,
+            dataclasses.replace(settings, proximal_mu=lam, seed=settings.seed + 1),
+            set(setup.trainable),
+        )
+        personal.cpu()
+        context.state[PERSONAL_STATE] = to_record(export_arrays(personal, setup.personal_keys))
     task_record = to_record(export_arrays(model, setup.task_keys)) if setup.task_keys else None
     content = reply_content(
         _info(setup),
@@ -196,16 +216,48 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
     return Message(content=content, reply_to=msg)
 
 
-def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
-    """Evaluate the client's personal model (shared + task + local) on its test split."""
-    setup = client_setup(cfg, _client_id(context))
+def _personal_model(
+    msg: Message, context: Context, cfg: ExperimentConfig, setup: ClientSetup
+) -> MultiTaskModel:
+    """Ditto's personal model: the client's own if it has one, else the received global one."""
     model = _restore(msg, context, cfg, setup)
+    if PERSONAL_STATE in context.state:
+        import_arrays(model, from_record(context.state.array_records[PERSONAL_STATE]))
+    return model
+
+
+def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
+    """Evaluate the client's personal model (shared + task + local) on its test split.
+
+    ``personal-lambda`` in the config (Ditto) evaluates the personal model instead;
+    ``head-finetune-epochs`` (FedBABU) first fine-tunes a throw-away copy of the
+    task's head on the training split.
+    """
+    setup = client_setup(cfg, _client_id(context))
+    server = msg.content.config_records.get(CONFIG, ConfigRecord())
+    if PERSONAL_LAMBDA in server:
+        model = _personal_model(msg, context, cfg, setup)
+    else:
+        model = _restore(msg, context, cfg, setup)
+    device = pick_device(cfg.device)
+    data = setup.data
+    finetune_epochs = int(server.get(HEAD_FINETUNE_EPOCHS, 0))  # type: ignore[arg-type]
+    if finetune_epochs > 0:
+        # A frozen head is shared with the cached initial model: fine-tune a copy.
+        model.heads[data.task] = copy.deepcopy(model.heads[data.task])
+        settings = dataclasses.replace(
+            _settings(server, cfg, data.client_id), epochs=finetune_epochs
+        )
+        train_local(
+            model, data.task, data.x_train, data.y_train, settings, _head_keys(model, data.task),
+            device=device, features=client_features(cfg, setup, "train", model),
+        )  # fmt: skip
     result = evaluate(
         model,
-        setup.data.task,
-        setup.data.x_test,
-        setup.data.y_test,
-        pick_device(cfg.device),
+        data.task,
+        data.x_test,
+        data.y_test,
+        device,
         features=client_features(cfg, setup, "test", model),
     )
     return Message(content=reply_content(_info(setup), result), reply_to=msg)

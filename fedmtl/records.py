@@ -34,6 +34,10 @@ NUM_EXAMPLES = "num-examples"
 QUERY_KEY = "fedmtl-query"
 # Training keys a strategy may put in the server's "config" record (see fedmtl.training).
 HEAD_EPOCHS = "head-epochs"  # FedRep: epochs on the head (body frozen) before the body epochs
+# FedBABU (evaluate config): fine-tune a copy of the head this many epochs, then evaluate.
+HEAD_FINETUNE_EPOCHS = "head-finetune-epochs"
+# Ditto (train and evaluate config): lambda of the personal model's proximal term.
+PERSONAL_LAMBDA = "personal-lambda"
 
 NDArrays = dict[str, npt.NDArray[np.generic]]
 

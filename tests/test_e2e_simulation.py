@@ -88,7 +88,16 @@ def test_task_scope_travels_per_task_only(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "strategy",
-    ["fedadam", "conflict-averse", "fedrep", "local-only", "tests.example_plugin:HalfStepFedAvg"],
+    [
+        "fedadam",
+        "conflict-averse",
+        "clustered",
+        "fedrep",
+        "fedbabu",
+        "ditto",
+        "local-only",
+        "tests.example_plugin:HalfStepFedAvg",
+    ],
 )
 def test_stock_and_custom_strategies_run(tmp_path: Path, strategy: str) -> None:
     cfg = small(tmp_path, **{"strategy": strategy, "num-clients": 2, "tasks": ["digit", "ge5"]})

@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedmtl.records import HEAD_EPOCHS
 from strategies.registry import register
+from strategies.zoo.fedper import PERSONAL_HEADS
 
 
 @register("fedrep")
@@ -37,11 +38,7 @@ class FedRep(FedAvg):
         FedAvg's sampling arguments.
     """
 
-    scope_preset: ClassVar[dict[str, Any]] = {
-        "local": ("heads.*", "*.num_batches_tracked"),
-        "shared": ("backbone.*",),
-        "default": "shared",
-    }
+    scope_preset: ClassVar[dict[str, Any]] = PERSONAL_HEADS
     conformance_traits = ("weighted-mean",)
 
     def __init__(self, head_epochs: int = 5, **kwargs: Any) -> None:
