@@ -10,6 +10,15 @@ Wire keys: sends ``"head-epochs"`` in the ``"config"`` record of every train
 message (``fedmtl.records.HEAD_EPOCHS``); reads the shared ``"arrays"`` (the
 body) and ``"metrics"``. Scope preset: ``backbone.*`` shared, ``heads.*`` local.
 Client side: the fedmtl ClientApp runs the two phases when ``head-epochs > 0``.
+
+The default is 1 head epoch, not the paper's 10: the paper's setting needs a
+smaller step than fedmtl's default SGD (lr 0.05, momentum 0.9). Measured on the
+default digits run with IID clients, 5 head epochs at that step grow each head's
+weight norm about 4x (2 -> 8.6); the frozen, large head then multiplies the body's
+gradients and the first body epoch diverges (train loss 24), and 10 rounds are
+spent recovering (mean accuracy 0.760). With 1 head epoch the same run reaches
+0.949 (FedPer 0.962), and with ``learning-rate = 0.01`` 5 or 10 head epochs reach
+0.952 / 0.946 from round 1 on.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ class FedRep(FedAvg):
     Parameters
     ----------
     head_epochs : int
-        Local epochs on the head (body frozen) before the body epochs (paper: 10).
+        Local epochs on the head (body frozen) before the body epochs (paper: 10;
+        use a smaller learning rate with more than 1, see the module docstring).
     **kwargs
         FedAvg's sampling arguments.
     """
@@ -41,7 +51,7 @@ class FedRep(FedAvg):
     scope_preset: ClassVar[dict[str, Any]] = PERSONAL_HEADS
     conformance_traits = ("weighted-mean",)
 
-    def __init__(self, head_epochs: int = 5, **kwargs: Any) -> None:
+    def __init__(self, head_epochs: int = 1, **kwargs: Any) -> None:
         if head_epochs < 1:
             raise ValueError(f"head_epochs must be >= 1, got {head_epochs}")
         super().__init__(**kwargs)
