@@ -18,6 +18,8 @@ from typing import Any
 
 import psutil
 
+from fedmtl.results import toml_value
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -86,7 +88,7 @@ def run_experiment(experiment: str, overrides: dict[str, Any], output_dir: Path)
     settings = {**overrides, "output-dir": str(output_dir)}
     command = [sys.executable, "-m", "fedmtl", "simulate", experiment]
     for key, value in settings.items():
-        command += ["--set", f"{key}={json.dumps(value)}"]
+        command += ["--set", f"{key}={toml_value(value)}"]
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     with TreeMemory(process.pid) as memory:

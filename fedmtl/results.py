@@ -29,7 +29,8 @@ SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.toml"
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """One value in TOML syntax (strings, numbers, booleans, lists, inline tables)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -37,16 +38,16 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        inner = ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        inner = ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items())
         return "{" + inner + "}"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
 def to_toml(values: Mapping[str, Any]) -> str:
     """Write a flat mapping as TOML (strings, numbers, booleans, lists, inline tables)."""
-    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in values.items())
+    return "".join(f"{key} = {toml_value(value)}\n" for key, value in values.items())
 
 
 def _atomic_write(path: Path, text: str) -> None:
