@@ -14,6 +14,7 @@ from fedmtl.config import (
     load_experiment,
     parse_override,
 )
+from fedmtl.results import CONFIG_FILE
 
 DEFAULT_EXPERIMENT = "digits"
 
@@ -39,13 +40,33 @@ def _add_experiment_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    """Run an experiment on the Ray simulation runtime."""
-    cfg = _load(args)
+    """Run an experiment on the Ray simulation runtime (or resume a killed run)."""
     from fedmtl.simulation import simulate  # heavy imports only when simulating
 
+    if args.resume:
+        run_dir, cfg = _resumable(args)
+        run_dir = simulate(cfg, run_dir=run_dir, verbose=args.verbose, resume=True)
+        print(f"run directory: {run_dir}")
+        return 0
+    cfg = _load(args)
     run_dir = simulate(cfg, verbose=args.verbose)
     print(f"run directory: {run_dir}")
     return 0
+
+
+def _resumable(args: argparse.Namespace) -> tuple[Path, ExperimentConfig]:
+    """The run directory to resume and its saved config (``num-rounds`` may be raised)."""
+    run_dir = Path(args.resume)
+    config_file = run_dir / CONFIG_FILE
+    if not config_file.exists():
+        raise ConfigError("resume", f"{config_file} not found: '{run_dir}' is not a fedmtl run")
+    overrides = dict(parse_override(text) for text in args.set or [])
+    if set(overrides) - {"num-rounds"}:
+        raise ConfigError(
+            "resume",
+            f"a resumed run keeps its config; only num-rounds may change, got {sorted(overrides)}",
+        )
+    return run_dir, load_experiment(str(config_file), overrides)
 
 
 def cmd_scopes(args: argparse.Namespace) -> int:
@@ -93,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = sub.add_parser("simulate", help="run an experiment on Flower + Ray")
     _add_experiment_args(simulate)
     simulate.add_argument("--verbose", action="store_true", help="show Flower's own logs")
+    simulate.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its last checkpoint (it ran with checkpoint-every >= 1)",
+    )
     simulate.set_defaults(func=cmd_simulate)
     scopes = sub.add_parser("scopes", help="show parameter scopes and bytes per round")
     _add_experiment_args(scopes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
+from fedmtl.client_state import ClientStateStore
 from fedmtl.config import ExperimentConfig, config_from_run_config, partition_spec
 from fedmtl.data import ClientData, client_data
 from fedmtl.features import FeatureCache, backbone_fingerprint, extract_features, feature_key
@@ -25,6 +27,7 @@ from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays, import_arrays
 from fedmtl.records import (
     ARRAYS,
+    CHECKPOINT_ROUND,
     CLIENT,
     CONFIG,
     HEAD_EPOCHS,
@@ -32,6 +35,7 @@ from fedmtl.records import (
     PERSONAL_LAMBDA,
     TASK_ARRAYS,
     ClientInfo,
+    NDArrays,
     from_record,
     reply_content,
     to_record,
@@ -123,17 +127,44 @@ def _client_id(context: Context) -> int:
     raise KeyError("node config has no 'partition-id' (simulation) to choose this client's data")
 
 
-def _restore(
-    msg: Message, context: Context, cfg: ExperimentConfig, setup: ClientSetup
-) -> MultiTaskModel:
+def _restore(msg: Message, cfg: ExperimentConfig, state: Mapping[str, NDArrays]) -> MultiTaskModel:
     """Initial model + server arrays (shared, task) + this client's local state."""
     model = fresh_model(cfg)
     import_arrays(model, from_record(msg.content.array_records[ARRAYS]))
     if TASK_ARRAYS in msg.content:
         import_arrays(model, from_record(msg.content.array_records[TASK_ARRAYS]))
-    if LOCAL_STATE in context.state:
-        import_arrays(model, from_record(context.state.array_records[LOCAL_STATE]))
+    if LOCAL_STATE in state:
+        import_arrays(model, state[LOCAL_STATE])
     return model
+
+
+def _personal_model(
+    msg: Message, cfg: ExperimentConfig, state: Mapping[str, NDArrays]
+) -> MultiTaskModel:
+    """Ditto's personal model: the client's own if it has one, else the received global one."""
+    model = _restore(msg, cfg, state)
+    if PERSONAL_STATE in state:
+        import_arrays(model, state[PERSONAL_STATE])
+    return model
+
+
+@lru_cache(maxsize=4)
+def _store(mode: str, directory: str) -> ClientStateStore:
+    return ClientStateStore(mode, directory or None)
+
+
+def client_state_dir(cfg: ExperimentConfig) -> str:
+    """The disk client-state directory of ``cfg`` (default ``<output-dir>/client-state``)."""
+    return cfg.client_state_dir or str(Path(cfg.output_dir) / "client-state")
+
+
+def state_store(cfg: ExperimentConfig) -> ClientStateStore:
+    """Where this run's clients keep their state (one store per process)."""
+    return _store(cfg.client_state_mode, client_state_dir(cfg))
+
+
+def _server_round(server: ConfigRecord) -> int:
+    return int(server.get("server-round", 0))  # type: ignore[arg-type]
 
 
 def _info(setup: ClientSetup) -> ClientInfo:
@@ -160,16 +191,19 @@ def _head_keys(model: MultiTaskModel, task: str) -> set[str]:
 
 
 def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
-    """Train locally; keep the local scope in ``context.state``; reply shared + task arrays.
+    """Train locally; keep the local scope in the client state store; reply shared + task arrays.
 
     Strategy keys in the server's config change what "train locally" means:
     ``head-epochs`` (FedRep) fits the head alone first, then the body alone;
     ``personal-lambda`` (Ditto) also trains the client's personal model.
     """
     setup = client_setup(cfg, _client_id(context))
-    model = _restore(msg, context, cfg, setup)
     server = msg.content.config_records.get(CONFIG, ConfigRecord())
     data = setup.data
+    store = state_store(cfg)
+    # The state this client had after the last round before this one.
+    state = store.load(context, data.client_id, _server_round(server) - 1)
+    model = _restore(msg, cfg, state)
     settings = _settings(server, cfg, data.client_id)
     reference = {
         k: v.detach().clone()
@@ -194,10 +228,10 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
         trainable -= head
     result = fit(model, settings, trainable)
     model.cpu()
-    context.state[LOCAL_STATE] = to_record(export_arrays(model, setup.local_keys))
+    state = {**state, LOCAL_STATE: export_arrays(model, setup.local_keys)}
     if PERSONAL_LAMBDA in server:
         # Ditto: the personal model is pulled towards the received global model.
-        personal = _personal_model(msg, context, cfg, setup)
+        personal = _personal_model(msg, cfg, state)
         lam = float(server[PERSONAL_LAMBDA])  # type: ignore[arg-type]
         fit(
             personal,
@@ -205,7 +239,9 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
             set(setup.trainable),
         )
         personal.cpu()
-        context.state[PERSONAL_STATE] = to_record(export_arrays(personal, setup.personal_keys))
+        state[PERSONAL_STATE] = export_arrays(personal, setup.personal_keys)
+    keep_from = int(server.get(CHECKPOINT_ROUND, 0))  # type: ignore[arg-type]
+    store.save(context, data.client_id, _server_round(server), state, keep_from)
     task_record = to_record(export_arrays(model, setup.task_keys)) if setup.task_keys else None
     content = reply_content(
         _info(setup),
@@ -214,16 +250,6 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
         task=task_record,
     )
     return Message(content=content, reply_to=msg)
-
-
-def _personal_model(
-    msg: Message, context: Context, cfg: ExperimentConfig, setup: ClientSetup
-) -> MultiTaskModel:
-    """Ditto's personal model: the client's own if it has one, else the received global one."""
-    model = _restore(msg, context, cfg, setup)
-    if PERSONAL_STATE in context.state:
-        import_arrays(model, from_record(context.state.array_records[PERSONAL_STATE]))
-    return model
 
 
 def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
@@ -235,10 +261,11 @@ def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Me
     """
     setup = client_setup(cfg, _client_id(context))
     server = msg.content.config_records.get(CONFIG, ConfigRecord())
+    state = state_store(cfg).load(context, setup.data.client_id, _server_round(server))
     if PERSONAL_LAMBDA in server:
-        model = _personal_model(msg, context, cfg, setup)
+        model = _personal_model(msg, cfg, state)
     else:
-        model = _restore(msg, context, cfg, setup)
+        model = _restore(msg, cfg, state)
     device = pick_device(cfg.device)
     data = setup.data
     finetune_epochs = int(server.get(HEAD_FINETUNE_EPOCHS, 0))  # type: ignore[arg-type]

@@ -108,6 +108,11 @@ class ExperimentConfig:
     fraction_evaluate: float = 1.0
     min_available_clients: int = 0
     round_timeout_s: float = 600.0
+    # evaluation, checkpoints and client state
+    evaluate_every: int = 1
+    checkpoint_every: int = 0
+    client_state: str = "auto"
+    client_state_dir: str = ""
     # Ray resources per simulated client
     client_num_cpus: float = 1.0
     client_num_gpus: float = 0.0
@@ -127,6 +132,13 @@ class ExperimentConfig:
     def __hash__(self) -> int:
         # Mapping fields are not hashable; the canonical JSON form is.
         return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
+
+    @property
+    def client_state_mode(self) -> str:
+        """``memory`` or ``disk``: ``auto`` keeps state on disk when the run checkpoints."""
+        if self.client_state == "auto":
+            return "disk" if self.checkpoint_every > 0 else "memory"
+        return self.client_state
 
     @property
     def expected_clients(self) -> int:
@@ -160,6 +172,7 @@ CHOICES: dict[str, tuple[str, ...] | Callable[[], list[str]]] = {
     "finetune": FINETUNE_MODES,
     "feature-cache": ("off", "memory", "disk"),
     "scopes-from": ("strategy", "experiment"),
+    "client-state": ("auto", "memory", "disk"),
 }
 
 # (minimum, maximum, inclusive-minimum) for numeric keys.
@@ -184,6 +197,8 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "fraction-evaluate": (0.0, 1.0, True),
     "min-available-clients": (0, None, True),
     "round-timeout-s": (0.0, None, False),
+    "evaluate-every": (1, None, True),
+    "checkpoint-every": (0, None, True),
     "client-num-cpus": (0.0, None, False),
     "client-num-gpus": (0.0, None, True),
 }
@@ -304,6 +319,12 @@ def _validate_cross_keys(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             "min-available-clients",
             f"must be <= num-clients ({cfg.num_clients}), got {cfg.min_available_clients}",
+        )
+    if cfg.checkpoint_every > 0 and cfg.client_state == "memory":
+        raise ConfigError(
+            "client-state",
+            "'memory' state dies with the run, so checkpoint-every > 0 could not resume it; "
+            "use 'disk' (or 'auto', which picks 'disk' when checkpointing)",
         )
     _check_strategy(cfg)
 

@@ -12,6 +12,15 @@ LOWER_IS_BETTER = frozenset({"loss", "train-loss"})
 NOT_METRICS = frozenset({"num-examples", "client-id", "node-id", "task"})
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) with linear interpolation (NumPy's default)."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
 def _std(values: list[float], mean: float) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) if values else 0.0
 
@@ -22,7 +31,8 @@ def summarize_by_task(clients: Iterable[Mapping[str, Any]]) -> dict[str, dict[st
     Each row has ``task``, ``num-examples`` and numeric metrics. For each task and
     metric ``m`` this gives ``m-mean`` (unweighted over clients: every client
     counts once), ``m-std`` (population), ``m-worst`` (min, or max for losses),
-    plus ``num-clients`` and ``num-examples``.
+    ``m-p10`` (the value that 10% of clients do worse than: the 10th percentile,
+    or the 90th for losses), plus ``num-clients`` and ``num-examples``.
     """
     groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in clients:
@@ -42,6 +52,8 @@ def summarize_by_task(clients: Iterable[Mapping[str, Any]]) -> dict[str, dict[st
             mean = sum(values) / len(values)
             stats[f"{name}-mean"] = mean
             stats[f"{name}-std"] = _std(values, mean)
-            stats[f"{name}-worst"] = max(values) if name in LOWER_IS_BETTER else min(values)
+            lower_better = name in LOWER_IS_BETTER
+            stats[f"{name}-worst"] = max(values) if lower_better else min(values)
+            stats[f"{name}-p10"] = percentile(values, 90 if lower_better else 10)
         out[task] = stats
     return out

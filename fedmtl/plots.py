@@ -467,9 +467,9 @@ def format_task_table(record: Record, phase: str = "evaluate") -> str:
     -------
     str
         Markdown table with columns ``task | clients | accuracy mean |
-        accuracy std | worst client | loss mean`` followed by one
+        accuracy std | worst client | 10th percentile | loss mean`` followed by one
         ``<metric> mean`` column per other metric present (alphabetical).
-        "worst client" is ``accuracy-worst``. Rows are sorted by task name;
+        "worst client" is ``accuracy-worst``, "10th percentile" ``accuracy-p10``. Rows are sorted by task name;
         numbers have three decimals and missing values are ``-``. A phase
         without tasks gives the header only. No trailing newline.
     """
@@ -481,6 +481,7 @@ def format_task_table(record: Record, phase: str = "evaluate") -> str:
         "accuracy mean",
         "accuracy std",
         "worst client",
+        "10th percentile",
         "loss mean",
         *(f"{m} mean" for m in extra),
     ]
@@ -498,6 +499,7 @@ def format_task_table(record: Record, phase: str = "evaluate") -> str:
             _fmt(stats.get("accuracy-mean")),
             _fmt(stats.get("accuracy-std")),
             _fmt(stats.get("accuracy-worst")),
+            _fmt(stats.get("accuracy-p10")),
             _fmt(stats.get("loss-mean")),
             *(_fmt(stats.get(f"{m}-mean")) for m in extra),
         ]

@@ -38,6 +38,8 @@ HEAD_EPOCHS = "head-epochs"  # FedRep: epochs on the head (body frozen) before t
 HEAD_FINETUNE_EPOCHS = "head-finetune-epochs"
 # Ditto (train and evaluate config): lambda of the personal model's proximal term.
 PERSONAL_LAMBDA = "personal-lambda"
+# Server config: the round of the last durable checkpoint (clients keep the state it needs).
+CHECKPOINT_ROUND = "checkpoint-round"
 
 NDArrays = dict[str, npt.NDArray[np.generic]]
 

@@ -84,6 +84,12 @@ class RunDirectory:
             fh.flush()
             os.fsync(fh.fileno())
 
+    def truncate_metrics(self, lines: int) -> None:
+        """Keep the first ``lines`` records of ``metrics.jsonl`` (a resumed run redoes the rest)."""
+        path = self.path / METRICS_FILE
+        kept = path.read_text().splitlines(keepends=True)[:lines] if path.exists() else []
+        _atomic_write(path, "".join(kept))
+
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` atomically."""
         _atomic_write(self.path / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))

@@ -18,11 +18,12 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from fedmtl.checkpoint import Checkpoint, save_checkpoint
 from fedmtl.config import ExperimentConfig, config_from_run_config
 from fedmtl.metrics import summarize_by_task
 from fedmtl.models.state import export_arrays
 from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics, write_run_plots
-from fedmtl.records import from_record, to_record
+from fedmtl.records import CHECKPOINT_ROUND, from_record, to_record
 from fedmtl.results import RunDirectory, summarize_run
 from fedmtl.run_model import fresh_model, run_scopes
 from fedmtl.scopes import keys_in, task_relevant
@@ -54,22 +55,55 @@ class RoundRecorder:
         grid: Grid,
         evaluate_config: ConfigRecord,
         out: TextIO = sys.stdout,
+        train_config: ConfigRecord | None = None,
     ) -> None:
         self.cfg, self.run, self.strategy, self.grid = cfg, run, strategy, grid
         self.evaluate_config = evaluate_config
+        self.train_config = train_config or ConfigRecord()
         self.out = out
         self.start = self.last = time.monotonic()
+        self.metrics_lines = 0
+
+    def resume_from(self, checkpoint: Checkpoint) -> None:
+        """Continue numbering, timing and the metrics file from ``checkpoint``."""
+        self.strategy.round_offset = checkpoint.server_round
+        self.start -= checkpoint.elapsed_s
+        self.metrics_lines = checkpoint.metrics_lines
+        self.train_config[CHECKPOINT_ROUND] = checkpoint.server_round
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Called by ``Strategy.start`` before round 1 (0) and after every round."""
+        if server_round == 0 and self.strategy.round_offset:
+            return None  # a resumed run: its last round is already recorded
+        server_round += self.strategy.round_offset
         if server_round == 0:
             self._evaluate_initial(arrays)
         now = time.monotonic()
         record = self._record(server_round, now)
         self.last = now
         self.run.append_metrics(record)
+        self.metrics_lines += 1
         self._print(record)
+        every = self.cfg.checkpoint_every
+        if (
+            every
+            and server_round
+            and (server_round % every == 0 or server_round == self.cfg.num_rounds)
+        ):
+            self._checkpoint(server_round, arrays, now)
         return None
+
+    def _checkpoint(self, server_round: int, arrays: ArrayRecord, now: float) -> None:
+        checkpoint = Checkpoint.capture(
+            server_round,
+            from_record(arrays),
+            self.strategy.state_dict(),
+            self.metrics_lines,
+            now - self.start,
+        )
+        save_checkpoint(self.run.path, checkpoint)
+        # Clients may now drop state versions older than this checkpoint needs.
+        self.train_config[CHECKPOINT_ROUND] = server_round
 
     def _evaluate_initial(self, arrays: ArrayRecord) -> None:
         config = ConfigRecord(dict(self.evaluate_config))
@@ -107,8 +141,15 @@ class RoundRecorder:
         )
 
 
-def run_server(grid: Grid, cfg: ExperimentConfig, run: RunDirectory) -> dict[str, Any]:
-    """Run the whole federation for ``cfg``, writing into ``run``; return the summary."""
+def run_server(
+    grid: Grid, cfg: ExperimentConfig, run: RunDirectory, resume: Checkpoint | None = None
+) -> dict[str, Any]:
+    """Run the whole federation for ``cfg``, writing into ``run``; return the summary.
+
+    With ``resume`` the federation continues after the checkpoint's round: the
+    strategy's state, the global arrays and the random states are restored, and
+    ``metrics.jsonl`` keeps only the rounds the checkpoint covers.
+    """
     random.seed(cfg.seed)  # Flower samples nodes with the global `random`
     np.random.seed(cfg.seed)
     shared, per_task = initial_arrays(cfg)
@@ -117,7 +158,13 @@ def run_server(grid: Grid, cfg: ExperimentConfig, run: RunDirectory) -> dict[str
         cfg.strategy_options,
         Sampling(cfg.fraction_train, cfg.fraction_evaluate, cfg.expected_clients),
     )
-    strategy = ScopedStrategy(inner, per_task, query_timeout=cfg.round_timeout_s)
+    strategy = ScopedStrategy(
+        inner,
+        per_task,
+        query_timeout=cfg.round_timeout_s,
+        evaluate_every=cfg.evaluate_every,
+        final_round=cfg.num_rounds,
+    )
     train_config = ConfigRecord(
         {
             "local-epochs": cfg.local_epochs,
@@ -126,16 +173,24 @@ def run_server(grid: Grid, cfg: ExperimentConfig, run: RunDirectory) -> dict[str
         }
     )
     evaluate_config = ConfigRecord()
+    recorder = RoundRecorder(cfg, run, strategy, grid, evaluate_config, train_config=train_config)
+    first_round = 1
+    if resume is not None:
+        strategy.load_state_dict(resume.strategy, same_nodes=False)
+        shared = to_record(resume.shared)
+        resume.restore_random()
+        run.truncate_metrics(resume.metrics_lines)
+        recorder.resume_from(resume)
+        first_round = resume.server_round + 1
     print(
         f"fedmtl: {cfg.name}: {cfg.num_clients} clients, tasks {list(cfg.tasks)}, "
-        f"strategy {cfg.strategy}, {cfg.num_rounds} rounds -> {run.path}",
+        f"strategy {cfg.strategy}, rounds {first_round}-{cfg.num_rounds} -> {run.path}",
         flush=True,
     )
-    recorder = RoundRecorder(cfg, run, strategy, grid, evaluate_config)
     result = strategy.start(
         grid=grid,
         initial_arrays=shared,
-        num_rounds=cfg.num_rounds,
+        num_rounds=cfg.num_rounds - first_round + 1,
         timeout=cfg.round_timeout_s,
         train_config=train_config,
         evaluate_config=evaluate_config,
@@ -166,15 +221,22 @@ def _print_final(records: list[dict[str, Any]]) -> None:
     )
 
 
-def make_server_app(cfg: ExperimentConfig | None = None, run_dir: Path | None = None) -> ServerApp:
-    """Build the ServerApp; without ``cfg`` it reads Flower's ``run_config``."""
+def make_server_app(
+    cfg: ExperimentConfig | None = None,
+    run_dir: Path | None = None,
+    resume: Checkpoint | None = None,
+) -> ServerApp:
+    """Build the ServerApp; without ``cfg`` it reads Flower's ``run_config``.
+
+    ``resume`` continues the run in ``run_dir`` from that checkpoint.
+    """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         config = cfg if cfg is not None else config_from_run_config(context.run_config)
         run = RunDirectory(run_dir) if run_dir is not None else RunDirectory.create(config)
-        run_server(grid, config, run)
+        run_server(grid, config, run, resume)
 
     return app
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from flwr.clientapp.typing import Mod
 
+from fedmtl.checkpoint import load_checkpoint
 from fedmtl.client_app import feature_cache_dir, make_client_app
 from fedmtl.config import ConfigError, ExperimentConfig
 from fedmtl.results import RunDirectory
@@ -53,25 +54,39 @@ def simulate(
     run_dir: Path | None = None,
     verbose: bool = False,
     client_mods: list[Mod] | None = None,
+    resume: bool = False,
 ) -> Path:
     """Run ``cfg`` with ``run_simulation`` on Ray; return the run directory.
 
     ``client_mods`` are Flower client mods added to every ClientApp (tests use
-    one to record what leaves the clients).
+    one to record what leaves the clients). With ``resume``, ``run_dir`` is an
+    existing run that saved a checkpoint; it continues from there.
     """
     from flwr.simulation import run_simulation
 
     backend = backend_config(cfg)
+    checkpoint = None
+    if resume:
+        if run_dir is None:
+            raise ValueError("resume needs the run directory to continue")
+        try:
+            checkpoint = load_checkpoint(run_dir)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError("checkpoint-every", str(exc)) from None
     check_run_inputs(cfg)
-    # Ray workers need not share this process's working directory.
-    cfg = dataclasses.replace(cfg, feature_cache_dir=str(Path(feature_cache_dir(cfg)).resolve()))
     run = RunDirectory(run_dir) if run_dir is not None else RunDirectory.create(cfg)
+    # Ray workers need not share this process's working directory.
+    cfg = dataclasses.replace(
+        cfg,
+        feature_cache_dir=str(Path(feature_cache_dir(cfg)).resolve()),
+        client_state_dir=str(Path(cfg.client_state_dir or run.path / "client-state").resolve()),
+    )
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     run_simulation(
-        server_app=make_server_app(cfg, run.path),
+        server_app=make_server_app(cfg, run.path, checkpoint),
         client_app=make_client_app(cfg, client_mods),
         num_supernodes=cfg.num_clients,
         backend_config=backend,

@@ -132,6 +132,7 @@ def train_local(
         named = dict(model.named_parameters())
         reference = {k: v.detach().to(device) for k, v in proximal_reference.items() if k in named}
     ys = torch.from_numpy(y).to(device)
+    torch.manual_seed(settings.seed)  # dropout and other global draws: same in every worker
     generator = torch.Generator().manual_seed(settings.seed)
     loss_fn = nn.CrossEntropyLoss()
     total, count = 0.0, 0

@@ -22,7 +22,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -91,6 +91,29 @@ def check_arrays(record: Any, expected: ArraySpec, name: str) -> str | None:
     return None
 
 
+class ClientOrderedGrid:
+    """A Grid whose ``get_node_ids`` lists nodes in client-id order; all else is the Grid's.
+
+    Parameters
+    ----------
+    grid : Grid
+        The real grid.
+    strategy : ScopedStrategy
+        Knows (and asks for) each node's client id.
+    """
+
+    def __init__(self, grid: Grid, strategy: ScopedStrategy) -> None:
+        self._grid = grid
+        self._strategy = strategy
+
+    def get_node_ids(self) -> list[int]:
+        """Connected node ids, ordered by the client id each reports."""
+        return self._strategy.node_order(list(self._grid.get_node_ids()), self._grid)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+
 class ScopedStrategy(Strategy):
     """Hand the shared scope to ``inner``; aggregate the task scope per task.
 
@@ -104,6 +127,19 @@ class ScopedStrategy(Strategy):
         Seconds to wait when asking new nodes which task they hold.
     max_examples : int
         Replies claiming more examples than this are rejected as absurd.
+    evaluate_every : int
+        Evaluate in rounds that are multiples of this (and in ``final_round``).
+    final_round : int, optional
+        The run's last round, always evaluated.
+
+    Notes
+    -----
+    The inner strategy samples from the nodes listed in client-id order (the
+    ids the nodes report), not in the order of their node ids, which are random
+    per connection: with a seeded ``random``, the same clients are sampled in
+    every run of an experiment, and in a resumed run.
+    ``round_offset`` (set when resuming) is added to every round number Flower
+    passes in, so round ``1`` of a run resumed after round ``R`` is ``R + 1``.
     """
 
     def __init__(
@@ -112,8 +148,13 @@ class ScopedStrategy(Strategy):
         task_arrays: Mapping[str, ArrayRecord] | None = None,
         query_timeout: float = 120.0,
         max_examples: int = 10_000_000,
+        evaluate_every: int = 1,
+        final_round: int | None = None,
     ) -> None:
         self.inner = inner
+        self.evaluate_every = evaluate_every
+        self.final_round = final_round
+        self.round_offset = 0
         self.task_arrays: dict[str, NDArrays] = {
             task: from_record(record) for task, record in (task_arrays or {}).items()
         }
@@ -138,21 +179,38 @@ class ScopedStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Let the inner strategy sample and configure; add each node's task arrays."""
+        server_round += self.round_offset
         self._shared_spec = spec_of(arrays)
-        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        ordered = cast(Grid, ClientOrderedGrid(grid, self))
+        messages = list(self.inner.configure_train(server_round, arrays, config, ordered))
         return self._personalise(server_round, messages, grid)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Same as training: the inner strategy samples, we add task arrays."""
-        messages = list(self.inner.configure_evaluate(server_round, arrays, config, grid))
+        """Same as training: the inner strategy samples, we add task arrays.
+
+        Rounds that are not evaluation rounds (``evaluate_every``) send nothing.
+        """
+        server_round += self.round_offset
+        if not self.evaluates(server_round):
+            return []
+        ordered = cast(Grid, ClientOrderedGrid(grid, self))
+        messages = list(self.inner.configure_evaluate(server_round, arrays, config, ordered))
         return self._personalise(server_round, messages, grid)
+
+    def evaluates(self, server_round: int) -> bool:
+        """Whether clients are evaluated after ``server_round`` (0 is the initial model)."""
+        return server_round % self.evaluate_every == 0 or server_round == self.final_round
+
+    def node_order(self, node_ids: list[int], grid: Grid) -> list[int]:
+        """``node_ids`` sorted by the client id each node reports (asked once per node)."""
+        self._discover(node_ids, grid)
+        return sorted(node_ids, key=lambda n: (self.node_clients.get(n, 1 << 62), n))
 
     def _personalise(self, server_round: int, messages: list[Message], grid: Grid) -> list[Message]:
         log = self.rounds[server_round]
-        if self.task_arrays:
-            self._discover([m.metadata.dst_node_id for m in messages], grid)
+        self._discover([m.metadata.dst_node_id for m in messages], grid)
         out = []
         for message in messages:
             content = message.content
@@ -285,6 +343,7 @@ class ScopedStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate, aggregate the shared scope (inner) and the task scope (per task)."""
+        server_round += self.round_offset
         valid = self._screen(server_round, replies, train=True)
         if not valid:
             self.rounds[server_round].skipped = True
@@ -327,6 +386,7 @@ class ScopedStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Record every client's metrics; return per-task means and worst clients."""
+        server_round += self.round_offset
         valid = self._screen(server_round, replies, train=False)
         if not valid:
             return None
@@ -343,7 +403,7 @@ class ScopedStrategy(Strategy):
         record = MetricRecord(dict(extra) if extra else {})
         for task, stats in summarize_by_task(rows).items():
             for name, value in stats.items():
-                if name.endswith(("-mean", "-worst")) or name == "num-clients":
+                if name.endswith(("-mean", "-worst", "-p10")) or name == "num-clients":
                     record[f"{task}/{name}"] = value
         return record
 
@@ -370,12 +430,16 @@ class ScopedStrategy(Strategy):
             }
         )
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict` into this (freshly built) strategy."""
+    def load_state_dict(self, state: Mapping[str, Any], same_nodes: bool = True) -> None:
+        """Restore a :meth:`state_dict` into this (freshly built) strategy.
+
+        With ``same_nodes=False`` (a restarted federation: node ids are per
+        connection) the node-to-client map is dropped and asked again.
+        """
         state = copy.deepcopy(dict(state))
         load_strategy_state(self.inner, state["inner"])
         self.task_arrays = state["task-arrays"]
-        self.node_tasks = state["node-tasks"]
-        self.node_clients = state["node-clients"]
+        self.node_tasks = state["node-tasks"] if same_nodes else {}
+        self.node_clients = state["node-clients"] if same_nodes else {}
         self._shared_spec = state["shared-spec"]
         self.rounds = defaultdict(RoundLog, state["rounds"])

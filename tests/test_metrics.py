@@ -34,6 +34,10 @@ def test_summarize_by_task_by_hand() -> None:
     assert digit["loss-mean"] == pytest.approx(0.6)
     assert digit["loss-std"] == pytest.approx(math.sqrt((0.16 + 0.16 + 0.0) / 3))
     assert digit["loss-worst"] == pytest.approx(1.0)  # max: lower is better
+    # 10th percentile of [0.5, 0.7, 0.9]: rank 0.1 * 2 = 0.2 -> 0.5 + 0.2 * (0.7 - 0.5) = 0.54
+    assert digit["accuracy-p10"] == pytest.approx(0.54)
+    # losses: the 90th percentile of [0.2, 0.6, 1.0]: rank 1.8 -> 0.6 + 0.8 * 0.4 = 0.92
+    assert digit["loss-p10"] == pytest.approx(0.92)
     assert "client-id-mean" not in digit and "num-examples-mean" not in digit
     parity = out["parity"]
     assert parity["accuracy-mean"] == parity["accuracy-worst"] == pytest.approx(0.8)

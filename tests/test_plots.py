@@ -263,13 +263,14 @@ def test_format_task_table(records: list[dict[str, Any]]) -> None:
     table = format_task_table(records[1])
     lines = table.splitlines()
     assert lines[0] == (
-        "| task | clients | accuracy mean | accuracy std | worst client | loss mean | f1 mean |"
+        "| task | clients | accuracy mean | accuracy std | worst client | 10th percentile "
+        "| loss mean | f1 mean |"
     )
     assert set(lines[1].replace("|", "")) <= set(":- ")
     assert lines[1].count("|") == lines[0].count("|")
     # Rows sorted by task name although "parity" comes first in the record.
-    assert lines[2] == "| digit | 4 | 0.700 | 0.050 | 0.600 | 1.000 | 0.650 |"
-    assert lines[3] == "| parity | 2 | 0.600 | 0.050 | 0.500 | 0.600 | - |"
+    assert lines[2] == "| digit | 4 | 0.700 | 0.050 | 0.600 | - | 1.000 | 0.650 |"
+    assert lines[3] == "| parity | 2 | 0.600 | 0.050 | 0.500 | - | 0.600 | - |"
     assert len(lines) == 4
 
 
@@ -277,7 +278,7 @@ def test_format_task_table_train_phase_and_empty(records: list[dict[str, Any]]) 
     table = format_task_table(records[2], phase="train")
     lines = table.splitlines()
     assert "f1 mean" not in lines[0]
-    assert lines[2] == "| digit | 4 | 0.850 | 0.050 | 0.750 | 0.600 |"
+    assert lines[2] == "| digit | 4 | 0.850 | 0.050 | 0.750 | - | 0.600 |"
     empty = format_task_table(records[0], phase="train").splitlines()
     assert len(empty) == 2
     assert empty[0].startswith("| task | clients |")
@@ -286,5 +287,5 @@ def test_format_task_table_train_phase_and_empty(records: list[dict[str, Any]]) 
 def test_format_task_table_missing_values() -> None:
     record = {"evaluate": {"tasks": {"b": {"accuracy-mean": 0.12345}, "a": {}}}}
     lines = format_task_table(record).splitlines()
-    assert lines[2] == "| a | - | - | - | - | - |"
-    assert lines[3] == "| b | - | 0.123 | - | - | - |"
+    assert lines[2] == "| a | - | - | - | - | - | - |"
+    assert lines[3] == "| b | - | 0.123 | - | - | - | - |"

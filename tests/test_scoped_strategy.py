@@ -20,6 +20,7 @@ from fedmtl.records import (
     reply_content,
     to_record,
 )
+from strategies.registry import Sampling, build_strategy
 from strategies.scoped import ScopedStrategy, check_arrays, spec_of
 from tests.factories import FakeGrid, error_reply, evaluate_reply, reply, train_reply
 
@@ -398,12 +399,35 @@ def test_node_that_does_not_answer_the_query_gets_no_task_arrays() -> None:
     assert 12 not in strategy.node_tasks
 
 
-def test_without_task_scope_no_query_is_sent() -> None:
+def test_each_node_is_asked_its_client_once() -> None:
     strategy = ScopedStrategy(_inner())
     grid = FakeGrid({11: "a", 12: "b"})
     messages = _configured(strategy, grid)
-    assert grid.queries == []
+    _configured(strategy, grid)
+    assert sorted(q.metadata.dst_node_id for q in grid.queries) == [11, 12]
     assert all(TASK_ARRAYS not in m.content for m in messages.values())
+
+
+def test_sampling_follows_client_ids_not_node_ids() -> None:
+    # Two federations of the same six clients behind different, shuffled node ids
+    clients = list(range(6))
+    sampled = []
+    for node_ids in ([50, 10, 40, 20, 60, 30], [7, 3, 9, 1, 8, 2]):
+        grid = FakeGrid(
+            {n: "a" for n in node_ids}, client_ids=dict(zip(node_ids, clients, strict=True))
+        )
+        inner = build_strategy("fedavg", {}, Sampling(fraction_train=0.5, min_available_nodes=6))
+        strategy = ScopedStrategy(inner)
+        random.seed(3)
+        messages = strategy.configure_train(
+            1,
+            to_record(_shared([0.0, 0.0])),
+            ConfigRecord(),
+            grid,  # type: ignore[arg-type]
+        )
+        sampled.append(sorted(strategy.node_clients[m.metadata.dst_node_id] for m in messages))
+    assert len(sampled[0]) == 3
+    assert sampled[0] == sampled[1]
 
 
 def test_configure_evaluate_adds_task_arrays_too() -> None:
@@ -441,3 +465,39 @@ def test_check_arrays_accepts_matching_record() -> None:
     arrays = _shared([1.0, 2.0])
     assert check_arrays(to_record(arrays), spec_of(arrays), ARRAYS) is None
     assert check_arrays(None, spec_of(arrays), ARRAYS) == "'arrays' missing or not an ArrayRecord"
+
+
+def test_clients_are_evaluated_every_k_rounds_and_in_the_final_round() -> None:
+    strategy = ScopedStrategy(_inner(), evaluate_every=2, final_round=5)
+    grid = FakeGrid({11: "a", 12: "b"})
+    sent = {
+        server_round: len(
+            list(
+                strategy.configure_evaluate(
+                    server_round, to_record(_shared([0.0, 0.0])), ConfigRecord(), grid
+                )
+            )
+        )
+        for server_round in range(6)
+    }
+    assert sent == {0: 2, 1: 0, 2: 2, 3: 0, 4: 2, 5: 2}
+
+
+def test_a_resumed_strategy_numbers_rounds_after_the_checkpoint() -> None:
+    # Prepare: the state after round 3, loaded into a fresh strategy of a new federation
+    first = ScopedStrategy(_inner(), task_arrays={"a": to_record(_head(1.0))})
+    _configured(first, FakeGrid({11: "a", 12: "b"}), server_round=3)
+    resumed = ScopedStrategy(_inner(), task_arrays={"a": to_record(_head(0.0))})
+    resumed.load_state_dict(first.state_dict(), same_nodes=False)
+    resumed.round_offset = 3
+    grid = FakeGrid({21: "a", 22: "b"}, client_ids={21: 111, 22: 112})
+    # Execute: Flower's round 1 of the resumed run
+    messages = _configured(resumed, grid, server_round=1)
+    # Assert
+    assert {int(m.content.config_records["config"]["server-round"]) for m in messages.values()} == {
+        4
+    }
+    assert 4 in resumed.rounds and resumed.node_clients == {21: 111, 22: 112}
+    np.testing.assert_array_equal(
+        from_record(messages[21].content[TASK_ARRAYS])["heads.x.weight"], 1.0
+    )

@@ -133,11 +133,19 @@ class FakeGrid:
         node id + 100).
     silent : iterable of int
         Nodes that answer queries with an error.
+    client_ids : mapping of int to int, optional
+        Node id to the client id it reports (default: node id + 100).
     """
 
-    def __init__(self, node_tasks: Mapping[int, str], silent: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        node_tasks: Mapping[int, str],
+        silent: Iterable[int] = (),
+        client_ids: Mapping[int, int] | None = None,
+    ) -> None:
         self.node_tasks = dict(node_tasks)
         self.silent = set(silent)
+        self.client_ids = dict(client_ids or {})
         self.queries: list[Message] = []
 
     def get_node_ids(self) -> list[int]:
@@ -157,7 +165,8 @@ class FakeGrid:
             if node in self.silent:
                 replies.append(error_reply(node, "offline", MessageType.QUERY))
                 continue
-            info = ClientInfo(client_id=CLIENT_ID_OFFSET + node, task=self.node_tasks[node])
+            client = self.client_ids.get(node, CLIENT_ID_OFFSET + node)
+            info = ClientInfo(client_id=client, task=self.node_tasks[node])
             content = RecordDict({CLIENT: info.to_record()})
             replies.append(reply(node, content, MessageType.QUERY))
         return replies
