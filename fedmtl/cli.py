@@ -1,4 +1,4 @@
-"""Command line: ``fedmtl simulate | pretrain | scopes | experiments``."""
+"""Command line: ``fedmtl simulate | compare | report | pretrain | scopes | experiments``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,41 @@ def _resumable(args: argparse.Namespace) -> tuple[Path, ExperimentConfig]:
     return run_dir, load_experiment(str(config_file), overrides)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run several strategies and seeds on one experiment; write tables and plots."""
+    from fedmtl.compare import run_comparison
+
+    overrides = dict(parse_override(text) for text in args.set or [])
+    load_experiment(args.experiment, overrides)  # a bad key stops here, before any run
+    for strategy in args.strategies:
+        load_experiment(args.experiment, {**overrides, "strategy": strategy})
+    folder = run_comparison(
+        args.experiment,
+        args.strategies,
+        args.seeds,
+        overrides,
+        Path(args.output_dir) if args.output_dir else None,
+        references=not args.no_references,
+    )
+    print((folder / "compare.md").read_text())
+    print(f"comparison directory: {folder}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Rebuild the tables and plots of a saved run or comparison."""
+    from fedmtl.report import rebuild_report
+
+    try:
+        written = rebuild_report(Path(args.directory))
+    except FileNotFoundError as exc:
+        print(f"fedmtl: error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_scopes(args: argparse.Namespace) -> int:
     """Print every state_dict entry's scope and the bytes a client sends per round."""
     cfg = _load(args)
@@ -134,6 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--out", help="checkpoint path (default: the built-in location)")
     pretrain.set_defaults(func=cmd_pretrain)
+    compare = sub.add_parser(
+        "compare", help="run several strategies and seeds, with local-only and centralized"
+    )
+    _add_experiment_args(compare)
+    compare.add_argument(
+        "--strategies", nargs="+", required=True, metavar="NAME", help="strategies to compare"
+    )
+    compare.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
+    compare.add_argument("--output-dir", help="where the comparison folder goes")
+    compare.add_argument(
+        "--no-references", action="store_true", help="skip local-only and centralized"
+    )
+    compare.set_defaults(func=cmd_compare)
+    report = sub.add_parser("report", help="rebuild tables and plots of a run or comparison")
+    report.add_argument("directory", help="a run directory or a comparison directory")
+    report.set_defaults(func=cmd_report)
     experiments = sub.add_parser("experiments", help="list ready experiment files")
     experiments.set_defaults(func=cmd_experiments)
     return parser

@@ -469,8 +469,9 @@ def format_task_table(record: Record, phase: str = "evaluate") -> str:
         Markdown table with columns ``task | clients | accuracy mean |
         accuracy std | worst client | 10th percentile | loss mean`` followed by one
         ``<metric> mean`` column per other metric present (alphabetical).
-        "worst client" is ``accuracy-worst``, "10th percentile" ``accuracy-p10``. Rows are sorted by task name;
-        numbers have three decimals and missing values are ``-``. A phase
+        "worst client" is ``accuracy-worst``, "10th percentile" ``accuracy-p10``.
+        Rows are sorted by task name; numbers have three decimals and missing
+        values are ``-``. A phase
         without tasks gives the header only. No trailing newline.
     """
     tasks = _phase_tasks(record, phase)

@@ -24,6 +24,7 @@ from fedmtl.metrics import summarize_by_task
 from fedmtl.models.state import export_arrays
 from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics, write_run_plots
 from fedmtl.records import CHECKPOINT_ROUND, from_record, to_record
+from fedmtl.report import REPORT_FILE, run_report
 from fedmtl.results import RunDirectory, summarize_run
 from fedmtl.run_model import fresh_model, run_scopes
 from fedmtl.scopes import keys_in, task_relevant
@@ -204,6 +205,7 @@ def run_server(
     summary["config"] = cfg.to_dict()
     run.write_summary(summary)
     write_run_plots(run.path)
+    (run.path / REPORT_FILE).write_text(run_report(run.path))
     _print_final(records)
     return summary
 

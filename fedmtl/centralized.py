@@ -1,0 +1,142 @@
+"""The centralized reference: all clients' training data pooled into one multi-task model.
+
+The upper reference of a federated comparison (what sharing the data itself would
+give). One model, the run's initial model, trains every non-frozen entry on the
+union of the clients' training splits: each example trains the head of its own
+client's task, batches hold one task each and are shuffled across tasks, for
+``num-rounds x local-epochs`` epochs (each example is seen as often as in the
+federation) with the run's optimizer and batch size. Pooled data takes many more
+consecutive steps than a client's round does, and the run's learning rate can
+diverge there (SGD 0.05 with momentum 0.9 kills the digits backbone within one
+epoch), so the reference tries the run's learning rate, 1/5 and 1/25 of it and
+keeps the one with the lowest training loss in the last epoch: chosen on
+training data only, never on test data. Every client then evaluates this one
+model on its own test split, so the per-task statistics are computed exactly as
+a federated run's are.
+
+No Flower, no Ray: plain torch on the clients' data.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedmtl.config import ExperimentConfig, partition_spec
+from fedmtl.data import build_federation
+from fedmtl.metrics import summarize_by_task
+from fedmtl.models import MultiTaskModel
+from fedmtl.run_model import fresh_model, run_scopes
+from fedmtl.training import evaluate, pick_device
+
+# The run's learning rate, 1/5 and 1/25 of it (the one with the lowest training loss is kept).
+LEARNING_RATE_FACTORS = (1.0, 0.2, 0.04)
+
+
+def _task_batches(
+    cfg: ExperimentConfig, pooled: dict[str, tuple[Any, np.ndarray]], generator: torch.Generator
+) -> list[tuple[str, torch.Tensor]]:
+    """One epoch's batches: each task's examples shuffled and cut, then all batches shuffled."""
+    batches = []
+    for task in sorted(pooled):
+        n = len(pooled[task][1])
+        order = torch.randperm(n, generator=generator)
+        batches += [(task, part) for part in torch.split(order, cfg.batch_size) if len(part) > 1]
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
+
+
+def _fit(
+    cfg: ExperimentConfig,
+    pooled: dict[str, tuple[Any, np.ndarray]],
+    learning_rate: float,
+    device: torch.device,
+) -> tuple[MultiTaskModel, float]:
+    """Train a fresh model on the pooled data; return it and its last epoch's mean loss."""
+    torch.manual_seed(cfg.seed)
+    model = fresh_model(cfg).to(device)
+    scopes = run_scopes(cfg)
+    params = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(scopes.get(name) != "frozen")
+        if param.requires_grad:
+            params.append(param)
+    if cfg.optimizer == "adam":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(
+            params, lr=learning_rate, weight_decay=cfg.weight_decay
+        )
+    else:
+        optimizer = torch.optim.SGD(
+            params, lr=learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for module in model.modules():  # frozen layers compute as pretrained (no BN updates)
+        own = list(module.parameters())
+        if own and not any(p.requires_grad for p in own):
+            module.eval()
+    last_epoch = float("nan")
+    for _ in range(cfg.num_rounds * cfg.local_epochs):
+        total, count = 0.0, 0
+        for task, batch in _task_batches(cfg, pooled, generator):
+            x, y = pooled[task]
+            inputs = model.backbone.prepare(x[batch.numpy()], device)
+            targets = torch.from_numpy(y[batch.numpy()]).to(device)
+            optimizer.zero_grad()
+            loss = loss_fn(model(inputs, task), targets)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(batch)
+            count += len(batch)
+        last_epoch = total / max(count, 1)
+    return model, last_epoch
+
+
+def train_centralized(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Train the pooled multi-task model; return per-client rows and per-task statistics.
+
+    Returns
+    -------
+    dict
+        ``clients``: one row per client (``client-id``, ``task``, ``accuracy``,
+        ``loss``, ``num-examples``) on its own test split; ``tasks``: their
+        per-task summary (:func:`fedmtl.metrics.summarize_by_task`); ``epochs``;
+        ``learning-rate`` (the one kept) and ``train-loss`` per learning rate tried.
+    """
+    clients = build_federation(partition_spec(cfg))
+    pooled: dict[str, tuple[Any, np.ndarray]] = {}
+    for task in cfg.tasks:
+        mine = [c for c in clients if c.task == task and len(c.y_train)]
+        if mine:
+            pooled[task] = (
+                np.concatenate([c.x_train for c in mine]),
+                np.concatenate([c.y_train for c in mine]),
+            )
+    device = pick_device(cfg.device)
+    tried: dict[float, float] = {}
+    best: tuple[float, MultiTaskModel, float] | None = None
+    for learning_rate in LEARNING_RATE_FACTORS:
+        lr = cfg.learning_rate * learning_rate
+        model, loss = _fit(cfg, pooled, lr, device)
+        tried[lr] = loss
+        if math.isfinite(loss) and (best is None or loss < best[0]):
+            best = (loss, model, lr)
+    if best is None:
+        raise RuntimeError(f"centralized training diverged at every learning rate: {tried}")
+    _, model, chosen = best
+    rows = []
+    for client in clients:
+        result = evaluate(model, client.task, client.x_test, client.y_test, device)
+        rows.append({"client-id": client.client_id, "task": client.task, **result})
+    return {
+        "clients": rows,
+        "tasks": summarize_by_task(rows),
+        "epochs": cfg.num_rounds * cfg.local_epochs,
+        "learning-rate": chosen,
+        "train-loss": {str(lr): loss for lr, loss in tried.items()},
+    }

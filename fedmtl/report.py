@@ -1,0 +1,69 @@
+"""``fedmtl report``: rebuild a run's (or a comparison's) tables and plots from its files.
+
+A run directory's ``metrics.jsonl`` holds every client's metrics of every
+evaluated round, so the summary, the plots and ``report.md`` (initial, final
+and best-round per-task tables, kept apart) can always be rebuilt from it, e.g.
+after a crash, or after changing how tables are formatted. A comparison
+directory (``results.json``) gets its ``compare.md``, ``compare.csv`` and plots.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fedmtl.compare import RESULTS_FILE, write_report
+from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics, write_run_plots
+from fedmtl.results import SUMMARY_FILE, RunDirectory, summarize_run
+
+REPORT_FILE = "report.md"
+
+
+def run_report(run_dir: Path) -> str:
+    """Markdown of a run: per-task tables of round 0, the final round and the best rounds."""
+    records = read_metrics(run_dir / METRICS_FILE)
+    evaluated = [r for r in records if r["evaluate"]["tasks"]]
+    if not evaluated:
+        return f"# {run_dir.name}\n\nno evaluated round yet\n"
+    summary = summarize_run(records)
+    lines = [
+        f"# {run_dir.name}",
+        "",
+        f"Round 0 (initial model), per task over clients:\n\n{format_task_table(evaluated[0])}",
+        "",
+        f"Final round {evaluated[-1]['round']}, per task over clients:\n\n"
+        f"{format_task_table(evaluated[-1])}",
+        "",
+        "Best round per task (mean client accuracy; reported apart from the final round):",
+        "",
+        "| task | best round | accuracy mean |",
+        "|:---|---:|---:|",
+    ]
+    for task, best in sorted(summary["best-round"].items()):
+        lines.append(f"| {task} | {best['round']} | {best['accuracy-mean']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def rebuild_report(directory: Path) -> list[Path]:
+    """Rewrite the tables and plots of a run or comparison directory; return the files.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``directory`` holds neither ``metrics.jsonl`` nor ``results.json``.
+    """
+    if (directory / RESULTS_FILE).exists():
+        return write_report(directory)
+    if not (directory / METRICS_FILE).exists():
+        raise FileNotFoundError(
+            f"{directory} holds neither {METRICS_FILE} (a run) nor {RESULTS_FILE} (a comparison)"
+        )
+    run = RunDirectory(directory)
+    summary = summarize_run(read_metrics(directory / METRICS_FILE))
+    summary_path = directory / SUMMARY_FILE
+    if summary_path.exists():  # keep what only the run knew (its config)
+        summary = {**json.loads(summary_path.read_text()), **summary}
+    run.write_summary(summary)
+    report = directory / REPORT_FILE
+    report.write_text(run_report(directory))
+    return [summary_path, report, *write_run_plots(directory)]
