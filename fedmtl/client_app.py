@@ -30,6 +30,7 @@ from fedmtl.records import (
     CHECKPOINT_ROUND,
     CLIENT,
     CONFIG,
+    GLOBAL_VIEW_EPOCHS,
     HEAD_EPOCHS,
     HEAD_FINETUNE_EPOCHS,
     PERSONAL_LAMBDA,
@@ -252,12 +253,43 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
     return Message(content=content, reply_to=msg)
 
 
+def _tune_head_and_evaluate(
+    model: MultiTaskModel,
+    cfg: ExperimentConfig,
+    setup: ClientSetup,
+    server: ConfigRecord,
+    epochs: int,
+) -> dict[str, float]:
+    """Fine-tune a copy of the task's head for ``epochs`` (if > 0), then evaluate."""
+    data = setup.data
+    device = pick_device(cfg.device)
+    if epochs > 0:
+        # The head may be shared with the cached initial model (frozen scope): tune a copy.
+        model.heads[data.task] = copy.deepcopy(model.heads[data.task])
+        settings = dataclasses.replace(_settings(server, cfg, data.client_id), epochs=epochs)
+        train_local(
+            model, data.task, data.x_train, data.y_train, settings, _head_keys(model, data.task),
+            device=device, features=client_features(cfg, setup, "train", model),
+        )  # fmt: skip
+    return evaluate(
+        model,
+        data.task,
+        data.x_test,
+        data.y_test,
+        device,
+        features=client_features(cfg, setup, "test", model),
+    )
+
+
 def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
     """Evaluate the client's personal model (shared + task + local) on its test split.
 
-    ``personal-lambda`` in the config (Ditto) evaluates the personal model instead;
-    ``head-finetune-epochs`` (FedBABU) first fine-tunes a throw-away copy of the
-    task's head on the training split.
+    Strategy and run keys in the config: ``personal-lambda`` (Ditto) evaluates
+    the personal model instead; ``head-finetune-epochs`` (FedBABU, unseen
+    clients) first fine-tunes a throw-away copy of the task's head on the
+    training split; ``global-view-epochs`` also reports the global view as
+    ``global-*`` metrics: the received shared (and task) arrays with the run's
+    initial head, fine-tuned for that many epochs, no local state.
     """
     setup = client_setup(cfg, _client_id(context))
     server = msg.content.config_records.get(CONFIG, ConfigRecord())
@@ -266,27 +298,12 @@ def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Me
         model = _personal_model(msg, cfg, state)
     else:
         model = _restore(msg, cfg, state)
-    device = pick_device(cfg.device)
-    data = setup.data
     finetune_epochs = int(server.get(HEAD_FINETUNE_EPOCHS, 0))  # type: ignore[arg-type]
-    if finetune_epochs > 0:
-        # A frozen head is shared with the cached initial model: fine-tune a copy.
-        model.heads[data.task] = copy.deepcopy(model.heads[data.task])
-        settings = dataclasses.replace(
-            _settings(server, cfg, data.client_id), epochs=finetune_epochs
-        )
-        train_local(
-            model, data.task, data.x_train, data.y_train, settings, _head_keys(model, data.task),
-            device=device, features=client_features(cfg, setup, "train", model),
-        )  # fmt: skip
-    result = evaluate(
-        model,
-        data.task,
-        data.x_test,
-        data.y_test,
-        device,
-        features=client_features(cfg, setup, "test", model),
-    )
+    result = _tune_head_and_evaluate(model, cfg, setup, server, finetune_epochs)
+    global_epochs = int(server.get(GLOBAL_VIEW_EPOCHS, 0))  # type: ignore[arg-type]
+    if global_epochs > 0:
+        view = _tune_head_and_evaluate(_restore(msg, cfg, {}), cfg, setup, server, global_epochs)
+        result.update({f"global-{k}": v for k, v in view.items() if k != "num-examples"})
     return Message(content=reply_content(_info(setup), result), reply_to=msg)
 
 

@@ -110,6 +110,10 @@ class ExperimentConfig:
     round_timeout_s: float = 600.0
     # evaluation, checkpoints and client state
     evaluate_every: int = 1
+    evaluate_panel: int = 0
+    global_view_epochs: int = 0
+    holdout_clients: int = 0
+    unseen_finetune_epochs: int = 5
     checkpoint_every: int = 0
     client_state: str = "auto"
     client_state_dir: str = ""
@@ -198,6 +202,10 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "min-available-clients": (0, None, True),
     "round-timeout-s": (0.0, None, False),
     "evaluate-every": (1, None, True),
+    "evaluate-panel": (0, None, True),
+    "global-view-epochs": (0, None, True),
+    "holdout-clients": (0, None, True),
+    "unseen-finetune-epochs": (0, None, True),
     "checkpoint-every": (0, None, True),
     "client-num-cpus": (0.0, None, False),
     "client-num-gpus": (0.0, None, True),
@@ -319,6 +327,22 @@ def _validate_cross_keys(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             "min-available-clients",
             f"must be <= num-clients ({cfg.num_clients}), got {cfg.min_available_clients}",
+        )
+    if cfg.holdout_clients >= cfg.num_clients:
+        raise ConfigError(
+            "holdout-clients",
+            f"must leave clients to train: {cfg.holdout_clients} >= num-clients {cfg.num_clients}",
+        )
+    if cfg.evaluate_panel > cfg.num_clients - cfg.holdout_clients:
+        raise ConfigError(
+            "evaluate-panel",
+            f"{cfg.evaluate_panel} clients but only {cfg.num_clients - cfg.holdout_clients} "
+            "take part (num-clients - holdout-clients)",
+        )
+    if cfg.evaluate_panel and cfg.fraction_evaluate < 1.0:
+        raise ConfigError(
+            "evaluate-panel",
+            "a fixed panel replaces sampling at evaluation: set fraction-evaluate = 1.0",
         )
     if cfg.checkpoint_every > 0 and cfg.client_state == "memory":
         raise ConfigError(

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-# Metrics where lower is better; every other metric counts higher-is-better.
+# Metrics where lower is better (also any "*-loss"); every other one is higher-is-better.
 LOWER_IS_BETTER = frozenset({"loss", "train-loss"})
 NOT_METRICS = frozenset({"num-examples", "client-id", "node-id", "task"})
 
@@ -52,7 +52,7 @@ def summarize_by_task(clients: Iterable[Mapping[str, Any]]) -> dict[str, dict[st
             mean = sum(values) / len(values)
             stats[f"{name}-mean"] = mean
             stats[f"{name}-std"] = _std(values, mean)
-            lower_better = name in LOWER_IS_BETTER
+            lower_better = name in LOWER_IS_BETTER or name.endswith("-loss")
             stats[f"{name}-worst"] = max(values) if lower_better else min(values)
             stats[f"{name}-p10"] = percentile(values, 90 if lower_better else 10)
         out[task] = stats

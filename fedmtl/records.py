@@ -38,6 +38,8 @@ HEAD_EPOCHS = "head-epochs"  # FedRep: epochs on the head (body frozen) before t
 HEAD_FINETUNE_EPOCHS = "head-finetune-epochs"
 # Ditto (train and evaluate config): lambda of the personal model's proximal term.
 PERSONAL_LAMBDA = "personal-lambda"
+# Evaluate config: also report the global view (received arrays + a fresh head tuned this long).
+GLOBAL_VIEW_EPOCHS = "global-view-epochs"
 # Server config: the round of the last durable checkpoint (clients keep the state it needs).
 CHECKPOINT_ROUND = "checkpoint-round"
 

@@ -41,6 +41,17 @@ def run_report(run_dir: Path) -> str:
     ]
     for task, best in sorted(summary["best-round"].items()):
         lines.append(f"| {task} | {best['round']} | {best['accuracy-mean']:.3f} |")
+    summary_path = run_dir / SUMMARY_FILE
+    saved = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    if "unseen" in saved:
+        unseen = saved["unseen"]
+        lines += [
+            "",
+            f"Unseen clients (held out of training; a fresh head tuned "
+            f"{unseen['finetune-epochs']} epochs on the final shared part):",
+            "",
+            format_task_table({"evaluate": unseen}),
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -22,8 +22,15 @@ from fedmtl.checkpoint import Checkpoint, save_checkpoint
 from fedmtl.config import ExperimentConfig, config_from_run_config
 from fedmtl.metrics import summarize_by_task
 from fedmtl.models.state import export_arrays
+from fedmtl.panels import evaluation_panel, holdout_clients
 from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics, write_run_plots
-from fedmtl.records import CHECKPOINT_ROUND, from_record, to_record
+from fedmtl.records import (
+    CHECKPOINT_ROUND,
+    GLOBAL_VIEW_EPOCHS,
+    HEAD_FINETUNE_EPOCHS,
+    from_record,
+    to_record,
+)
 from fedmtl.report import REPORT_FILE, run_report
 from fedmtl.results import RunDirectory, summarize_run
 from fedmtl.run_model import fresh_model, run_scopes
@@ -165,6 +172,8 @@ def run_server(
         query_timeout=cfg.round_timeout_s,
         evaluate_every=cfg.evaluate_every,
         final_round=cfg.num_rounds,
+        excluded_clients=holdout_clients(cfg),
+        evaluate_panel=evaluation_panel(cfg),
     )
     train_config = ConfigRecord(
         {
@@ -174,6 +183,8 @@ def run_server(
         }
     )
     evaluate_config = ConfigRecord()
+    if cfg.global_view_epochs:
+        evaluate_config[GLOBAL_VIEW_EPOCHS] = cfg.global_view_epochs
     recorder = RoundRecorder(cfg, run, strategy, grid, evaluate_config, train_config=train_config)
     first_round = 1
     if resume is not None:
@@ -197,17 +208,44 @@ def run_server(
         evaluate_config=evaluate_config,
         evaluate_fn=recorder,
     )
-    run.save_arrays("shared", from_record(result.arrays if len(result.arrays) else shared))
+    final = result.arrays if len(result.arrays) else shared
+    run.save_arrays("shared", from_record(final))
     for task, record in strategy.current_task_arrays().items():
         run.save_arrays(f"task-{task}", from_record(record))
+    unseen = _evaluate_unseen(cfg, strategy, grid, final)
     records = read_metrics(run.path / METRICS_FILE)
     summary = summarize_run(records)
+    if unseen is not None:
+        summary["unseen"] = unseen
     summary["config"] = cfg.to_dict()
     run.write_summary(summary)
     write_run_plots(run.path)
     (run.path / REPORT_FILE).write_text(run_report(run.path))
     _print_final(records)
     return summary
+
+
+def _evaluate_unseen(
+    cfg: ExperimentConfig, strategy: ScopedStrategy, grid: Grid, arrays: ArrayRecord
+) -> dict[str, Any] | None:
+    """Held-out clients tune a fresh head on the final shared part, then test (if any)."""
+    held_out = holdout_clients(cfg)
+    if not held_out:
+        return None
+    config = ConfigRecord(
+        {"server-round": cfg.num_rounds, HEAD_FINETUNE_EPOCHS: cfg.unseen_finetune_epochs}
+    )
+    log = strategy.evaluate_nodes(held_out, arrays, config, grid, cfg.round_timeout_s)
+    unseen = {
+        "finetune-epochs": cfg.unseen_finetune_epochs,
+        "tasks": summarize_by_task(log.evaluate),
+        "clients": log.evaluate,
+        "rejected": log.rejected,
+        "failures": log.failures,
+    }
+    print(f"\nunseen clients {sorted(held_out)} (head tuned {cfg.unseen_finetune_epochs} epochs):")
+    print(format_task_table({"evaluate": unseen}), flush=True)
+    return unseen
 
 
 def _print_final(records: list[dict[str, Any]]) -> None:

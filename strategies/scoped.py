@@ -131,6 +131,10 @@ class ScopedStrategy(Strategy):
         Evaluate in rounds that are multiples of this (and in ``final_round``).
     final_round : int, optional
         The run's last round, always evaluated.
+    excluded_clients : iterable of int
+        Client ids never sampled (held out as unseen clients; see :meth:`evaluate_nodes`).
+    evaluate_panel : iterable of int, optional
+        If given, only these clients are evaluated (among those the inner strategy samples).
 
     Notes
     -----
@@ -150,10 +154,14 @@ class ScopedStrategy(Strategy):
         max_examples: int = 10_000_000,
         evaluate_every: int = 1,
         final_round: int | None = None,
+        excluded_clients: Iterable[int] = (),
+        evaluate_panel: Iterable[int] | None = None,
     ) -> None:
         self.inner = inner
         self.evaluate_every = evaluate_every
         self.final_round = final_round
+        self.excluded_clients = frozenset(excluded_clients)
+        self.evaluate_panel = None if evaluate_panel is None else frozenset(evaluate_panel)
         self.round_offset = 0
         self.task_arrays: dict[str, NDArrays] = {
             task: from_record(record) for task, record in (task_arrays or {}).items()
@@ -197,6 +205,11 @@ class ScopedStrategy(Strategy):
             return []
         ordered = cast(Grid, ClientOrderedGrid(grid, self))
         messages = list(self.inner.configure_evaluate(server_round, arrays, config, ordered))
+        if self.evaluate_panel is not None:
+            panel = self.evaluate_panel
+            messages = [
+                m for m in messages if self.node_clients.get(m.metadata.dst_node_id) in panel
+            ]
         return self._personalise(server_round, messages, grid)
 
     def evaluates(self, server_round: int) -> bool:
@@ -204,13 +217,46 @@ class ScopedStrategy(Strategy):
         return server_round % self.evaluate_every == 0 or server_round == self.final_round
 
     def node_order(self, node_ids: list[int], grid: Grid) -> list[int]:
-        """``node_ids`` sorted by the client id each node reports (asked once per node)."""
+        """``node_ids`` sorted by the client id each reports (asked once), excluded ones dropped."""
         self._discover(node_ids, grid)
-        return sorted(node_ids, key=lambda n: (self.node_clients.get(n, 1 << 62), n))
+        kept = [n for n in node_ids if self.node_clients.get(n) not in self.excluded_clients]
+        return sorted(kept, key=lambda n: (self.node_clients.get(n, 1 << 62), n))
+
+    def evaluate_nodes(
+        self,
+        client_ids: Iterable[int],
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        timeout: float,
+    ) -> RoundLog:
+        """Evaluate the given clients (e.g. held-out ones) outside the round loop.
+
+        Each gets ``arrays`` and its task's arrays; replies are validated as in a
+        round and logged in the returned :class:`RoundLog`, not in :attr:`rounds`.
+        """
+        wanted = set(client_ids)
+        self._discover(list(grid.get_node_ids()), grid)
+        nodes = sorted(n for n, c in self.node_clients.items() if c in wanted)
+        messages = [
+            Message(
+                RecordDict({ARRAYS: arrays, CONFIG: config}),
+                dst_node_id=node,
+                message_type=MessageType.EVALUATE,
+            )
+            for node in nodes
+        ]
+        log = RoundLog()
+        replies = grid.send_and_receive(self._with_task_arrays(messages, log), timeout=timeout)
+        self._screen(0, replies, train=False, log=log)
+        return log
 
     def _personalise(self, server_round: int, messages: list[Message], grid: Grid) -> list[Message]:
-        log = self.rounds[server_round]
         self._discover([m.metadata.dst_node_id for m in messages], grid)
+        return self._with_task_arrays(messages, self.rounds[server_round])
+
+    def _with_task_arrays(self, messages: list[Message], log: RoundLog) -> list[Message]:
+        """Each message gets its node's task arrays (a copy of the content per node)."""
         out = []
         for message in messages:
             content = message.content
@@ -288,10 +334,14 @@ class ScopedStrategy(Strategy):
         return info, reason
 
     def _screen(
-        self, server_round: int, replies: Iterable[Message], train: bool
+        self,
+        server_round: int,
+        replies: Iterable[Message],
+        train: bool,
+        log: RoundLog | None = None,
     ) -> list[tuple[Message, ClientInfo]]:
-        """Split replies into valid ones and logged failures/rejections."""
-        log = self.rounds[server_round]
+        """Split replies into valid ones and logged failures/rejections (into ``log``)."""
+        log = self.rounds[server_round] if log is None else log
         valid = []
         for reply in replies:
             node = reply.metadata.src_node_id
