@@ -92,7 +92,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Rebuild the tables and plots of a saved run or comparison."""
-    from fedmtl.report import rebuild_report
+    from fedmtl.compare import rebuild_report
 
     try:
         written = rebuild_report(Path(args.directory))

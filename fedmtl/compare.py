@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from fedmtl.config import ExperimentConfig, load_experiment
-from fedmtl.plots import METRICS_FILE, read_metrics
-from fedmtl.results import summarize_run
+from fedmtl.plots import METRICS_FILE, read_metrics, write_run_plots
+from fedmtl.report import REPORT_FILE, run_report
+from fedmtl.results import SUMMARY_FILE, RunDirectory, summarize_run
 
 RESULTS_FILE = "results.json"
 LOCAL_ONLY = "local-only"
@@ -219,3 +220,28 @@ def write_report(folder: Path) -> list[Path]:
     table = folder / "compare.csv"
     table.write_text(format_csv(rows))
     return [markdown, table, *plot_comparison(results, rows, folder / "plots")]
+
+
+def rebuild_report(directory: Path) -> list[Path]:
+    """Rewrite the tables and plots of a run or comparison directory; return the files.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``directory`` holds neither ``metrics.jsonl`` nor ``results.json``.
+    """
+    if (directory / RESULTS_FILE).exists():
+        return write_report(directory)
+    if not (directory / METRICS_FILE).exists():
+        raise FileNotFoundError(
+            f"{directory} holds neither {METRICS_FILE} (a run) nor {RESULTS_FILE} (a comparison)"
+        )
+    run = RunDirectory(directory)
+    summary = summarize_run(read_metrics(directory / METRICS_FILE))
+    summary_path = directory / SUMMARY_FILE
+    if summary_path.exists():  # keep what only the run knew (its config)
+        summary = {**json.loads(summary_path.read_text()), **summary}
+    run.write_summary(summary)
+    report = directory / REPORT_FILE
+    report.write_text(run_report(directory))
+    return [summary_path, report, *write_run_plots(directory)]

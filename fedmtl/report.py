@@ -1,10 +1,8 @@
-"""``fedmtl report``: rebuild a run's (or a comparison's) tables and plots from its files.
+"""A run's ``report.md``: initial, final and best-round per-task tables, kept apart.
 
 A run directory's ``metrics.jsonl`` holds every client's metrics of every
-evaluated round, so the summary, the plots and ``report.md`` (initial, final
-and best-round per-task tables, kept apart) can always be rebuilt from it, e.g.
-after a crash, or after changing how tables are formatted. A comparison
-directory (``results.json``) gets its ``compare.md``, ``compare.csv`` and plots.
+evaluated round, so the report, the summary and the plots can always be rebuilt
+from it (``fedmtl report``, :func:`fedmtl.compare.rebuild_report`).
 """
 
 from __future__ import annotations
@@ -12,9 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fedmtl.compare import RESULTS_FILE, write_report
-from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics, write_run_plots
-from fedmtl.results import SUMMARY_FILE, RunDirectory, summarize_run
+from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics
+from fedmtl.results import SUMMARY_FILE, summarize_run
 
 REPORT_FILE = "report.md"
 
@@ -53,28 +50,3 @@ def run_report(run_dir: Path) -> str:
             format_task_table({"evaluate": unseen}),
         ]
     return "\n".join(lines) + "\n"
-
-
-def rebuild_report(directory: Path) -> list[Path]:
-    """Rewrite the tables and plots of a run or comparison directory; return the files.
-
-    Raises
-    ------
-    FileNotFoundError
-        When ``directory`` holds neither ``metrics.jsonl`` nor ``results.json``.
-    """
-    if (directory / RESULTS_FILE).exists():
-        return write_report(directory)
-    if not (directory / METRICS_FILE).exists():
-        raise FileNotFoundError(
-            f"{directory} holds neither {METRICS_FILE} (a run) nor {RESULTS_FILE} (a comparison)"
-        )
-    run = RunDirectory(directory)
-    summary = summarize_run(read_metrics(directory / METRICS_FILE))
-    summary_path = directory / SUMMARY_FILE
-    if summary_path.exists():  # keep what only the run knew (its config)
-        summary = {**json.loads(summary_path.read_text()), **summary}
-    run.write_summary(summary)
-    report = directory / REPORT_FILE
-    report.write_text(run_report(directory))
-    return [summary_path, report, *write_run_plots(directory)]

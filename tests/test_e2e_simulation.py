@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedmtl.panels import evaluation_panel, holdout_clients
 from fedmtl.plots import read_metrics
 from fedmtl.simulation import simulate
 from tests.e2e_helpers import make_spy, small
@@ -106,3 +107,38 @@ def test_stock_and_custom_strategies_run(tmp_path: Path, strategy: str) -> None:
     assert [r["round"] for r in records] == [0, 1, 2]
     assert not any(r["skipped"] for r in records)
     assert len(records[-1]["evaluate"]["clients"]) == 2
+
+
+def test_panel_holdout_global_view_and_disk_state_end_to_end(tmp_path: Path) -> None:
+    # Prepare
+    cfg = small(
+        tmp_path,
+        **{
+            "num-clients": 6,
+            "tasks": ["digit", "parity"],
+            "num-rounds": 3,
+            "holdout-clients": 2,
+            "evaluate-panel": 2,
+            "evaluate-every": 2,
+            "global-view-epochs": 2,
+            "client-state": "disk",
+        },
+    )
+    held_out, panel = holdout_clients(cfg), evaluation_panel(cfg)
+    assert panel is not None
+    # Execute
+    run_dir = simulate(cfg)
+    # Assert: held-out clients never train; the panel alone is evaluated, every 2nd round
+    records = read_metrics(run_dir / "metrics.jsonl")
+    evaluated = {r["round"]: {c["client-id"] for c in r["evaluate"]["clients"]} for r in records}
+    assert evaluated == {0: panel, 1: set(), 2: panel, 3: panel}
+    trained = {c["client-id"] for r in records for c in r["train"]["clients"]}
+    assert trained == set(range(6)) - held_out
+    assert all("global-accuracy" in c for c in records[-1]["evaluate"]["clients"])
+    # Assert: unseen clients were tested at the end, apart from the rounds
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {c["client-id"] for c in summary["unseen"]["clients"]} == held_out
+    assert "Unseen clients" in (run_dir / "report.md").read_text()
+    # Assert: client state lives on disk, one folder per trained client
+    folders = {int(p.name.split("-")[1]) for p in (run_dir / "client-state").iterdir()}
+    assert folders == trained
