@@ -110,6 +110,10 @@ class ClientOrderedGrid:
         """Connected node ids, ordered by the client id each reports."""
         return self._strategy.node_order(list(self._grid.get_node_ids()), self._grid)
 
+    def client_of(self, node_id: int) -> int | None:
+        """The client id ``node_id`` reported (stable across restarts, unlike node ids)."""
+        return self._strategy.node_clients.get(node_id)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
 

@@ -113,3 +113,31 @@ def test_bad_options_are_refused() -> None:
         build_strategy("clustered", {"num_clusters": 0})
     with pytest.raises(StrategyOptionError, match="max_distance"):
         build_strategy("clustered", {"max_distance": 3.0})
+
+
+def test_groups_survive_a_restart_with_new_node_ids(server_identity: None) -> None:
+    # Prepare: round 1 with nodes 1-4 = clients 101-104, then a checkpoint
+    grid = FakeGrid({1: "a", 2: "a", 3: "b", 4: "b"})
+    first = ScopedStrategy(build_strategy("clustered", {}, Sampling(min_available_nodes=1)))
+    first.configure_train(1, to_record(_w(0.0, 0.0)), ConfigRecord({}), grid)  # type: ignore[arg-type]
+    replies = [
+        train_reply(n, t, 1, _w(s, 0.0), client_id=100 + n)
+        for n, t, s in ((1, "a", 1.0), (2, "a", 1.0), (3, "b", -1.0), (4, "b", -1.0))
+    ]
+    arrays, _ = first.aggregate_train(1, replies)
+    resumed = ScopedStrategy(build_strategy("clustered", {}, Sampling(min_available_nodes=1)))
+    resumed.load_state_dict(first.state_dict(), same_nodes=False)
+    # Execute: the same clients behind new node ids
+    new_grid = FakeGrid(
+        {7: "a", 8: "a", 9: "b", 6: "b"}, client_ids={7: 101, 8: 102, 9: 103, 6: 104}
+    )
+    messages = resumed.configure_train(1, arrays, ConfigRecord({}), new_grid)  # type: ignore[arg-type]
+    sent = {
+        m.metadata.dst_node_id: from_record(m.content.array_records[ARRAYS])["backbone.w"]
+        for m in messages
+    }
+    # Assert: clients 101, 102 get group [1, 0]; 103, 104 get [-1, 0]
+    np.testing.assert_allclose(sent[7], [1.0, 0.0])
+    np.testing.assert_allclose(sent[8], [1.0, 0.0])
+    np.testing.assert_allclose(sent[9], [-1.0, 0.0])
+    np.testing.assert_allclose(sent[6], [-1.0, 0.0])

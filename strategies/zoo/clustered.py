@@ -17,7 +17,12 @@ from then on; a node that has not trained yet receives the global model. The
 global model returned to Flower (what ``fedmtl`` saves and reports as global) is
 the weighted mean of all valid replies, i.e. FedAvg's.
 
-Wire keys: reads the shared ``"arrays"`` and ``"metrics"`` (``num-examples``);
+Groups are remembered by client id (the ``"client"`` record of each reply, and
+``client_of`` of the grid ``ScopedStrategy`` hands in), not by node id, which
+changes when a federation restarts: a resumed run keeps its groups.
+
+Wire keys: reads the shared ``"arrays"``, ``"metrics"`` (``num-examples``) and
+the ``"client"`` record (``client-id``);
 sends FedAvg's messages with ``"arrays"`` replaced per node by its group's model.
 Client side: nothing beyond plain training. Task-scope arrays (if the run has
 any) are still averaged per task by ``ScopedStrategy``; clustering acts on the
@@ -37,7 +42,7 @@ from flwr.serverapp.strategy import FedAvg
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-from fedmtl.records import METRICS, NUM_EXAMPLES, NDArrays, from_record, to_record
+from fedmtl.records import CLIENT, METRICS, NUM_EXAMPLES, NDArrays, from_record, to_record
 from strategies.aggregation import weighted_average
 from strategies.registry import register
 
@@ -94,6 +99,14 @@ def flat_update(arrays: NDArrays, reference: NDArrays) -> npt.NDArray[np.float64
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
+def _client_id(reply: Message) -> int:
+    """The replying client's id (its ``"client"`` record), else its node id."""
+    record = reply.content.config_records.get(CLIENT)
+    if record is not None and "client-id" in record:
+        return int(record["client-id"])  # type: ignore[arg-type]
+    return int(reply.metadata.src_node_id)
+
+
 @register("clustered")
 class ClusteredFedAvg(FedAvg):
     """FedAvg within groups of clients whose shared-scope updates agree (module docstring).
@@ -122,20 +135,23 @@ class ClusteredFedAvg(FedAvg):
         self.max_distance = float(max_distance)
         self.global_arrays: NDArrays = {}
         self.group_arrays: dict[int, NDArrays] = {}  # group id -> its shared arrays
-        self.node_group: dict[int, int] = {}  # node id -> group id it last joined
+        self.client_group: dict[int, int] = {}  # client id -> group id it last joined
         self.next_group = 0
-        self.last_groups: dict[int, list[int]] = {}  # group id -> member nodes, last round
+        self.last_groups: dict[int, list[int]] = {}  # group id -> member clients, last round
 
     # --------------------------------------------------------------- configure
-    def _arrays_for(self, node: int) -> NDArrays:
-        return self.group_arrays.get(self.node_group.get(node, -1), self.global_arrays)
+    def _arrays_for(self, client: int) -> NDArrays:
+        return self.group_arrays.get(self.client_group.get(client, -1), self.global_arrays)
 
-    def _per_node(self, messages: Iterable[Message]) -> list[Message]:
+    def _per_node(self, messages: Iterable[Message], grid: Grid) -> list[Message]:
+        client_of = getattr(grid, "client_of", None)
         out = []
         for message in messages:
             node = message.metadata.dst_node_id
+            client = client_of(node) if client_of is not None else None
             content = RecordDict(dict(message.content.items()))
-            content[self.arrayrecord_key] = to_record(self._arrays_for(node))
+            key = node if client is None else client
+            content[self.arrayrecord_key] = to_record(self._arrays_for(key))
             out.append(
                 Message(
                     content=content,
@@ -150,14 +166,14 @@ class ClusteredFedAvg(FedAvg):
     ) -> Iterable[Message]:
         """Sample as FedAvg; send each node its group's shared arrays."""
         self.global_arrays = from_record(arrays)
-        return self._per_node(super().configure_train(server_round, arrays, config, grid))
+        return self._per_node(super().configure_train(server_round, arrays, config, grid), grid)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Sample as FedAvg; evaluate each node on its group's shared arrays."""
         self.global_arrays = from_record(arrays)
-        return self._per_node(super().configure_evaluate(server_round, arrays, config, grid))
+        return self._per_node(super().configure_evaluate(server_round, arrays, config, grid), grid)
 
     # --------------------------------------------------------------- aggregate
     def aggregate_train(
@@ -168,10 +184,10 @@ class ClusteredFedAvg(FedAvg):
         valid = [r for r in replies if not r.has_error()]
         if not valid:
             return None, None
-        nodes = [r.metadata.src_node_id for r in valid]
+        clients = [_client_id(r) for r in valid]
         arrays = [from_record(r.content.array_records[self.arrayrecord_key]) for r in valid]
         weights = [float(r.content.metric_records[METRICS][NUM_EXAMPLES]) for r in valid]  # type: ignore[arg-type]
-        reference = [self._arrays_for(node) or arrays[i] for i, node in enumerate(nodes)]
+        reference = [self._arrays_for(c) or arrays[i] for i, c in enumerate(clients)]
         updates = [flat_update(a, ref) for a, ref in zip(arrays, reference, strict=True)]
         labels = cluster_updates(updates, self.num_clusters, self.max_distance)
         self.last_groups = {}
@@ -182,10 +198,10 @@ class ClusteredFedAvg(FedAvg):
             self.group_arrays[group] = weighted_average(
                 [arrays[i] for i in members], [weights[i] for i in members]
             )
-            self.last_groups[group] = [nodes[i] for i in members]
+            self.last_groups[group] = [clients[i] for i in members]
             for i in members:
-                self.node_group[nodes[i]] = group
-        live = set(self.node_group.values())
+                self.client_group[clients[i]] = group
+        live = set(self.client_group.values())
         self.group_arrays = {g: a for g, a in self.group_arrays.items() if g in live}
         overall, metrics = super().aggregate_train(server_round, replies)  # FedAvg's global mean
         if metrics is not None:
