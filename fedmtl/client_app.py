@@ -19,12 +19,14 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
+from fedmtl.attacks import flip_labels, poison_update
 from fedmtl.client_state import ClientStateStore
 from fedmtl.config import ExperimentConfig, config_from_run_config, partition_spec
 from fedmtl.data import ClientData, client_data
 from fedmtl.features import FeatureCache, backbone_fingerprint, extract_features, feature_key
 from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays, import_arrays
+from fedmtl.panels import attackers
 from fedmtl.records import (
     ARRAYS,
     CHECKPOINT_ROUND,
@@ -216,9 +218,15 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
     head_epochs = int(server.get(HEAD_EPOCHS, 0))  # type: ignore[arg-type]
     trainable = set(setup.trainable)
 
+    attacker = data.client_id in attackers(cfg)
+    labels = data.y_train
+    if attacker and cfg.attack == "label-flip":
+        num_classes = partition_spec(cfg).dataset_spec().tasks[data.task].num_outputs
+        labels = flip_labels(labels, num_classes)
+
     def fit(target: MultiTaskModel, settings: TrainSettings, keys: set[str]) -> dict[str, float]:
         return train_local(
-            target, data.task, data.x_train, data.y_train, settings, keys, reference, device,
+            target, data.task, data.x_train, labels, settings, keys, reference, device,
             features=features,
         )  # fmt: skip
 
@@ -243,12 +251,17 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
         state[PERSONAL_STATE] = export_arrays(personal, setup.personal_keys)
     keep_from = int(server.get(CHECKPOINT_ROUND, 0))  # type: ignore[arg-type]
     store.save(context, data.client_id, _server_round(server), state, keep_from)
-    task_record = to_record(export_arrays(model, setup.task_keys)) if setup.task_keys else None
+    shared = export_arrays(model, setup.shared_keys)
+    task = export_arrays(model, setup.task_keys)
+    if attacker:  # simulation only: a seeded fraction of clients sends poisoned updates
+        received = {k: v.numpy() for k, v in reference.items()}
+        shared = poison_update(cfg.attack, received, shared, cfg.attack_scale, settings.seed)
+        task = poison_update(cfg.attack, received, task, cfg.attack_scale, settings.seed + 1)
     content = reply_content(
         _info(setup),
         {"num-examples": result["num-examples"], "loss": result["loss"]},
-        shared=to_record(export_arrays(model, setup.shared_keys)),
-        task=task_record,
+        shared=to_record(shared),
+        task=to_record(task) if setup.task_keys else None,
     )
     return Message(content=content, reply_to=msg)
 

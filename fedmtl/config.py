@@ -114,6 +114,9 @@ class ExperimentConfig:
     global_view_epochs: int = 0
     holdout_clients: int = 0
     unseen_finetune_epochs: int = 5
+    attack: str = "none"
+    attack_fraction: float = 0.0
+    attack_scale: float = 4.0
     checkpoint_every: int = 0
     client_state: str = "auto"
     client_state_dir: str = ""
@@ -177,6 +180,7 @@ CHOICES: dict[str, tuple[str, ...] | Callable[[], list[str]]] = {
     "feature-cache": ("off", "memory", "disk"),
     "scopes-from": ("strategy", "experiment"),
     "client-state": ("auto", "memory", "disk"),
+    "attack": ("none", "label-flip", "sign-flip", "scale", "noise"),
 }
 
 # (minimum, maximum, inclusive-minimum) for numeric keys.
@@ -207,6 +211,8 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "holdout-clients": (0, None, True),
     "unseen-finetune-epochs": (0, None, True),
     "checkpoint-every": (0, None, True),
+    "attack-fraction": (0.0, 0.99, True),
+    "attack-scale": (0.0, None, False),
     "client-num-cpus": (0.0, None, False),
     "client-num-gpus": (0.0, None, True),
 }

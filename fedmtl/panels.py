@@ -1,4 +1,4 @@
-"""Seeded client sets of a run: held-out (unseen) clients and the evaluation panel.
+"""Seeded client sets of a run: held-out (unseen) clients, the evaluation panel, attackers.
 
 Both are chosen from client ids with their own seeded generator, so they are the
 same in every run of an experiment (and in a resumed run) whatever the strategy.
@@ -12,6 +12,7 @@ from fedmtl.config import ExperimentConfig
 
 _HOLDOUT_SALT = 7_919
 _PANEL_SALT = 104_729
+_ATTACK_SALT = 1_299_709
 
 
 def holdout_clients(cfg: ExperimentConfig) -> frozenset[int]:
@@ -28,3 +29,15 @@ def evaluation_panel(cfg: ExperimentConfig) -> frozenset[int] | None:
     candidates = [c for c in range(cfg.num_clients) if c not in held_out]
     rng = random.Random(cfg.seed * 1_000_003 + _PANEL_SALT)
     return frozenset(rng.sample(candidates, cfg.evaluate_panel))
+
+
+def attackers(cfg: ExperimentConfig) -> frozenset[int]:
+    """The malicious clients: ``round(attack-fraction x num-clients)``, seeded.
+
+    Empty when ``attack = "none"``.
+    """
+    if cfg.attack == "none" or cfg.attack_fraction == 0:
+        return frozenset()
+    count = round(cfg.attack_fraction * cfg.num_clients)
+    rng = random.Random(cfg.seed * 1_000_003 + _ATTACK_SALT)
+    return frozenset(rng.sample(range(cfg.num_clients), count))

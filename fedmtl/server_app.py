@@ -22,7 +22,7 @@ from fedmtl.checkpoint import Checkpoint, save_checkpoint
 from fedmtl.config import ExperimentConfig, config_from_run_config
 from fedmtl.metrics import summarize_by_task
 from fedmtl.models.state import export_arrays
-from fedmtl.panels import evaluation_panel, holdout_clients
+from fedmtl.panels import attackers, evaluation_panel, holdout_clients
 from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics, write_run_plots
 from fedmtl.records import (
     CHECKPOINT_ROUND,
@@ -217,6 +217,8 @@ def run_server(
     summary = summarize_run(records)
     if unseen is not None:
         summary["unseen"] = unseen
+    if cfg.attack != "none":
+        summary["attackers"] = sorted(attackers(cfg))
     summary["config"] = cfg.to_dict()
     run.write_summary(summary)
     write_run_plots(run.path)
