@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -23,6 +24,7 @@ from fedmtl.attacks import flip_labels, poison_update
 from fedmtl.client_state import ClientStateStore
 from fedmtl.config import ExperimentConfig, config_from_run_config, partition_spec
 from fedmtl.data import ClientData, client_data
+from fedmtl.data.device import device_data
 from fedmtl.features import FeatureCache, backbone_fingerprint, extract_features, feature_key
 from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays, import_arrays
@@ -74,8 +76,30 @@ class ClientSetup:
 
 @lru_cache(maxsize=64)
 def client_setup(cfg: ExperimentConfig, client_id: int) -> ClientSetup:
-    """Data, task and scoped keys of one client (cached per Ray worker)."""
-    data = client_data(partition_spec(cfg), client_id)
+    """Data, task and scoped keys of one simulated client (cached per Ray worker)."""
+    return _setup_from(cfg, client_data(partition_spec(cfg), client_id))
+
+
+@lru_cache(maxsize=4)
+def device_setup(
+    cfg: ExperimentConfig, node_config: tuple[tuple[str, Any], ...], node_id: int
+) -> ClientSetup:
+    """Data, task and scoped keys of a deployed client, from its node config (cached)."""
+    spec = partition_spec(cfg)
+    data = device_data(
+        dict(node_config), spec.dataset_spec(), cfg.tasks, cfg.seed, cfg.test_fraction, node_id
+    )
+    return _setup_from(cfg, data)
+
+
+def setup_for(context: Context, cfg: ExperimentConfig) -> ClientSetup:
+    """The node's setup: a simulation partition (``partition-id``) or a device's own file."""
+    if "partition-id" in context.node_config:
+        return client_setup(cfg, int(context.node_config["partition-id"]))
+    return device_setup(cfg, tuple(sorted(context.node_config.items())), context.node_id)
+
+
+def _setup_from(cfg: ExperimentConfig, data: ClientData) -> ClientSetup:
     model = initial_model(cfg)
     scopes = run_scopes(cfg)
     mine = {k: s for k, s in scopes.items() if task_relevant(k, data.task)}
@@ -124,12 +148,6 @@ def client_features(
     )
 
 
-def _client_id(context: Context) -> int:
-    if "partition-id" in context.node_config:
-        return int(context.node_config["partition-id"])
-    raise KeyError("node config has no 'partition-id' (simulation) to choose this client's data")
-
-
 def _restore(msg: Message, cfg: ExperimentConfig, state: Mapping[str, NDArrays]) -> MultiTaskModel:
     """Initial model + server arrays (shared, task) + this client's local state."""
     model = fresh_model(cfg)
@@ -161,8 +179,14 @@ def client_state_dir(cfg: ExperimentConfig) -> str:
     return cfg.client_state_dir or str(Path(cfg.output_dir) / "client-state")
 
 
-def state_store(cfg: ExperimentConfig) -> ClientStateStore:
-    """Where this run's clients keep their state (one store per process)."""
+def state_store(cfg: ExperimentConfig, context: Context | None = None) -> ClientStateStore:
+    """Where this client keeps its state: a device's ``state-dir``, else the run's store.
+
+    A deployed node started with ``--node-config "state-dir='/var/lib/fedmtl'"``
+    keeps its head and local state on its own disk, across SuperNode restarts.
+    """
+    if context is not None and "state-dir" in context.node_config:
+        return _store("disk", str(context.node_config["state-dir"]))
     return _store(cfg.client_state_mode, client_state_dir(cfg))
 
 
@@ -200,10 +224,10 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
     ``head-epochs`` (FedRep) fits the head alone first, then the body alone;
     ``personal-lambda`` (Ditto) also trains the client's personal model.
     """
-    setup = client_setup(cfg, _client_id(context))
+    setup = setup_for(context, cfg)
     server = msg.content.config_records.get(CONFIG, ConfigRecord())
     data = setup.data
-    store = state_store(cfg)
+    store = state_store(cfg, context)
     # The state this client had after the last round before this one.
     state = store.load(context, data.client_id, _server_round(server) - 1)
     model = _restore(msg, cfg, state)
@@ -304,9 +328,9 @@ def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Me
     ``global-*`` metrics: the received shared (and task) arrays with the run's
     initial head, fine-tuned for that many epochs, no local state.
     """
-    setup = client_setup(cfg, _client_id(context))
+    setup = setup_for(context, cfg)
     server = msg.content.config_records.get(CONFIG, ConfigRecord())
-    state = state_store(cfg).load(context, setup.data.client_id, _server_round(server))
+    state = state_store(cfg, context).load(context, setup.data.client_id, _server_round(server))
     if PERSONAL_LAMBDA in server:
         model = _personal_model(msg, cfg, state)
     else:
@@ -322,7 +346,7 @@ def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Me
 
 def handle_query(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
     """Tell the server which client this is and which task it holds."""
-    setup = client_setup(cfg, _client_id(context))
+    setup = setup_for(context, cfg)
     return Message(content=RecordDict({CLIENT: _info(setup).to_record()}), reply_to=msg)
 
 

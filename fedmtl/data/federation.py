@@ -126,9 +126,10 @@ def partition_indices(
     return parts
 
 
-def _train_test(
+def train_test_positions(
     indices: npt.NDArray[np.int64], test_fraction: float, seed: int, client_id: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Seeded per-client split of ``indices`` into train and test (at least one test example)."""
     rng = np.random.default_rng([seed, client_id])
     shuffled = rng.permutation(indices)
     n_test = max(1, round(test_fraction * len(shuffled))) if len(shuffled) > 1 else 0
@@ -150,7 +151,7 @@ def _client(
     indices: npt.NDArray[np.int64],
     spec: PartitionSpec,
 ) -> ClientData:
-    train_pos, test_pos = _train_test(indices, spec.test_fraction, spec.seed, client_id)
+    train_pos, test_pos = train_test_positions(indices, spec.test_fraction, spec.seed, client_id)
     return ClientData(
         client_id=client_id,
         task=task,
