@@ -108,6 +108,7 @@ class ExperimentConfig:
     fraction_evaluate: float = 1.0
     min_available_clients: int = 0
     round_timeout_s: float = 600.0
+    node_wait_timeout_s: float = 300.0
     # evaluation, checkpoints and client state
     evaluate_every: int = 1
     evaluate_panel: int = 0
@@ -205,6 +206,7 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "fraction-evaluate": (0.0, 1.0, True),
     "min-available-clients": (0, None, True),
     "round-timeout-s": (0.0, None, False),
+    "node-wait-timeout-s": (0.0, None, True),
     "evaluate-every": (1, None, True),
     "evaluate-panel": (0, None, True),
     "global-view-epochs": (0, None, True),

@@ -37,6 +37,7 @@ from fedmtl.run_model import fresh_model, run_scopes
 from fedmtl.scopes import keys_in, task_relevant
 from strategies import ScopedStrategy, build_strategy
 from strategies.registry import Sampling
+from strategies.scoped import NotEnoughNodesError
 
 
 def initial_arrays(cfg: ExperimentConfig) -> tuple[ArrayRecord, dict[str, ArrayRecord]]:
@@ -174,6 +175,7 @@ def run_server(
         final_round=cfg.num_rounds,
         excluded_clients=holdout_clients(cfg),
         evaluate_panel=evaluation_panel(cfg),
+        node_wait_timeout=cfg.node_wait_timeout_s,
     )
     train_config = ConfigRecord(
         {
@@ -199,15 +201,21 @@ def run_server(
         f"strategy {cfg.strategy}, rounds {first_round}-{cfg.num_rounds} -> {run.path}",
         flush=True,
     )
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=shared,
-        num_rounds=cfg.num_rounds - first_round + 1,
-        timeout=cfg.round_timeout_s,
-        train_config=train_config,
-        evaluate_config=evaluate_config,
-        evaluate_fn=recorder,
-    )
+    try:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=shared,
+            num_rounds=cfg.num_rounds - first_round + 1,
+            timeout=cfg.round_timeout_s,
+            train_config=train_config,
+            evaluate_config=evaluate_config,
+            evaluate_fn=recorder,
+        )
+    except NotEnoughNodesError as exc:
+        # What finished stays on disk, summarized, before the run ends with the reason.
+        print(f"fedmtl: stopping: {exc}", file=sys.stderr, flush=True)
+        run.write_summary(summarize_run(read_metrics(run.path / METRICS_FILE)))
+        raise
     final = result.arrays if len(result.arrays) else shared
     run.save_arrays("shared", from_record(final))
     for task, record in strategy.current_task_arrays().items():

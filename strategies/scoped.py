@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -91,6 +92,10 @@ def check_arrays(record: Any, expected: ArraySpec, name: str) -> str | None:
     return None
 
 
+class NotEnoughNodesError(RuntimeError):
+    """Too few nodes stayed connected for longer than the wait deadline."""
+
+
 class ClientOrderedGrid:
     """A Grid whose ``get_node_ids`` lists nodes in client-id order; all else is the Grid's.
 
@@ -107,8 +112,15 @@ class ClientOrderedGrid:
         self._strategy = strategy
 
     def get_node_ids(self) -> list[int]:
-        """Connected node ids, ordered by the client id each reports."""
-        return self._strategy.node_order(list(self._grid.get_node_ids()), self._grid)
+        """Connected node ids, ordered by the client id each reports.
+
+        Raises :class:`NotEnoughNodesError` once fewer nodes than the inner strategy's
+        ``min_available_nodes`` have been connected for longer than the
+        strategy's ``node_wait_timeout`` (Flower's sampling would wait forever).
+        """
+        node_ids = list(self._grid.get_node_ids())
+        self._strategy.check_enough_nodes(len(node_ids))
+        return self._strategy.node_order(node_ids, self._grid)
 
     def client_of(self, node_id: int) -> int | None:
         """The client id ``node_id`` reported (stable across restarts, unlike node ids)."""
@@ -139,6 +151,9 @@ class ScopedStrategy(Strategy):
         Client ids never sampled (held out as unseen clients; see :meth:`evaluate_nodes`).
     evaluate_panel : iterable of int, optional
         If given, only these clients are evaluated (among those the inner strategy samples).
+    node_wait_timeout : float
+        Seconds to wait for the inner strategy's ``min_available_nodes`` before
+        giving up with :class:`NotEnoughNodesError`.
 
     Notes
     -----
@@ -160,8 +175,11 @@ class ScopedStrategy(Strategy):
         final_round: int | None = None,
         excluded_clients: Iterable[int] = (),
         evaluate_panel: Iterable[int] | None = None,
+        node_wait_timeout: float = 300.0,
     ) -> None:
         self.inner = inner
+        self.node_wait_timeout = node_wait_timeout
+        self._waiting_since: float | None = None
         self.evaluate_every = evaluate_every
         self.final_round = final_round
         self.excluded_clients = frozenset(excluded_clients)
@@ -219,6 +237,23 @@ class ScopedStrategy(Strategy):
     def evaluates(self, server_round: int) -> bool:
         """Whether clients are evaluated after ``server_round`` (0 is the initial model)."""
         return server_round % self.evaluate_every == 0 or server_round == self.final_round
+
+    def check_enough_nodes(self, connected: int) -> None:
+        """Start, reset or end the wait for the inner strategy's minimum number of nodes."""
+        needed = int(getattr(self.inner, "min_available_nodes", 1))
+        if connected >= needed:
+            self._waiting_since = None
+            return
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+            logger.warning("waiting for nodes: %d connected, %d needed", connected, needed)
+        elif now - self._waiting_since > self.node_wait_timeout:
+            raise NotEnoughNodesError(
+                f"only {connected} of the {needed} nodes needed were connected for "
+                f"{self.node_wait_timeout:.0f} s; start more SuperNodes, or lower "
+                "min-available-clients / raise node-wait-timeout-s"
+            )
 
     def node_order(self, node_ids: list[int], grid: Grid) -> list[int]:
         """``node_ids`` sorted by the client id each reports (asked once), excluded ones dropped."""

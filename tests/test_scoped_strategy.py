@@ -21,7 +21,7 @@ from fedmtl.records import (
     to_record,
 )
 from strategies.registry import Sampling, build_strategy
-from strategies.scoped import ScopedStrategy, check_arrays, spec_of
+from strategies.scoped import NotEnoughNodesError, ScopedStrategy, check_arrays, spec_of
 from tests.factories import FakeGrid, error_reply, evaluate_reply, reply, train_reply
 
 F32 = np.float32
@@ -501,3 +501,13 @@ def test_a_resumed_strategy_numbers_rounds_after_the_checkpoint() -> None:
     np.testing.assert_array_equal(
         from_record(messages[21].content[TASK_ARRAYS])["heads.x.weight"], 1.0
     )
+
+
+def test_waiting_for_missing_nodes_ends_with_a_clear_error() -> None:
+    # Prepare: FedAvg needs 3 nodes, only 2 ever connect
+    inner = build_strategy("fedavg", {}, Sampling(min_available_nodes=3))
+    strategy = ScopedStrategy(inner, node_wait_timeout=0.5)
+    grid = FakeGrid({11: "a", 12: "b"})
+    # Execute / Assert: Flower polls once a second; the second poll is past the deadline
+    with pytest.raises(NotEnoughNodesError, match="only 2 of the 3 nodes"):
+        list(strategy.configure_train(1, to_record(_shared([0.0, 0.0])), ConfigRecord(), grid))  # type: ignore[arg-type]
