@@ -150,8 +150,12 @@ class ExperimentConfig:
 
     @property
     def expected_clients(self) -> int:
-        """Nodes the server waits for before sampling (defaults to every client)."""
-        return self.min_available_clients or self.num_clients
+        """Nodes the server waits for before sampling (defaults to every client that trains).
+
+        Held-out clients are connected but never sampled, so they do not count.
+        """
+        taking_part = self.num_clients - self.holdout_clients
+        return min(self.min_available_clients or taking_part, taking_part)
 
 
 def _key(field_name: str) -> str:

@@ -84,3 +84,10 @@ def test_global_view_uses_a_fresh_tuned_head_not_the_local_one(server_identity: 
     # The local head is still the random initial one; a tuned fresh head beats it
     assert float(metrics["global-accuracy"]) > float(metrics["accuracy"]) + 0.2  # type: ignore[arg-type]
     assert "global-num-examples" not in metrics
+
+
+def test_the_server_does_not_wait_for_held_out_clients_to_be_sampled() -> None:
+    assert build_config({"num-clients": 12, "holdout-clients": 2}).expected_clients == 10
+    capped = build_config({"num-clients": 12, "holdout-clients": 2, "min-available-clients": 12})
+    assert capped.expected_clients == 10
+    assert build_config({"min-available-clients": 5}).expected_clients == 5
