@@ -273,7 +273,8 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
         )
         personal.cpu()
         state[PERSONAL_STATE] = export_arrays(personal, setup.personal_keys)
-    keep_from = int(server.get(CHECKPOINT_ROUND, 0))  # type: ignore[arg-type]
+    checkpointed = server.get(CHECKPOINT_ROUND)  # absent: nothing to resume from, keep the newest
+    keep_from = None if checkpointed is None else int(checkpointed)  # type: ignore[arg-type]
     store.save(context, data.client_id, _server_round(server), state, keep_from)
     shared = export_arrays(model, setup.shared_keys)
     task = export_arrays(model, setup.task_keys)

@@ -90,13 +90,15 @@ class ClientStateStore:
         client_id: int,
         server_round: int,
         groups: dict[str, NDArrays],
-        keep_from: int = 0,
+        keep_from: int | None = None,
     ) -> None:
         """Store ``groups`` as the client's state after ``server_round``.
 
         ``keep_from`` is the round of the last durable checkpoint: the newest
         version not after it is kept (a resumed run needs it), older ones go.
+        ``None`` (the run does not checkpoint) keeps only this version.
         """
+        keep_from = server_round if keep_from is None else keep_from
         if self.mode == "memory":
             for name, arrays in groups.items():
                 context.state[name] = to_record(arrays)

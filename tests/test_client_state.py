@@ -33,11 +33,19 @@ def test_memory_store_keeps_the_latest_state_in_the_context() -> None:
     assert "local" in context.state
 
 
-def test_disk_store_reads_the_newest_version_not_after_the_round(tmp_path: Path) -> None:
-    # Prepare: the client trained in rounds 1, 3 and 4
+def test_without_checkpoints_only_the_newest_version_stays(tmp_path: Path) -> None:
     store, context = ClientStateStore("disk", str(tmp_path)), _context()
     for server_round in (1, 3, 4):
         store.save(context, 7, server_round, _state(float(server_round)))
+    assert store.versions(7) == [4]
+    assert _value(store.load(context, 7, 10)) == 4.0
+
+
+def test_disk_store_reads_the_newest_version_not_after_the_round(tmp_path: Path) -> None:
+    # Prepare: the client trained in rounds 1, 3 and 4 (a checkpoint after round 0 keeps all)
+    store, context = ClientStateStore("disk", str(tmp_path)), _context()
+    for server_round in (1, 3, 4):
+        store.save(context, 7, server_round, _state(float(server_round)), keep_from=0)
     # Assert: a train message of round r reads the state after round r - 1
     assert store.load(context, 7, 0) == {}
     assert _value(store.load(context, 7, 2)) == 1.0
@@ -49,8 +57,8 @@ def test_disk_store_reads_the_newest_version_not_after_the_round(tmp_path: Path)
 
 def test_disk_store_prunes_only_what_the_last_checkpoint_no_longer_needs(tmp_path: Path) -> None:
     store, context = ClientStateStore("disk", str(tmp_path)), _context()
-    store.save(context, 7, 1, _state(1.0))
-    store.save(context, 7, 3, _state(3.0))
+    store.save(context, 7, 1, _state(1.0), keep_from=0)
+    store.save(context, 7, 3, _state(3.0), keep_from=2)
     # Checkpoint after round 2 needs version 1; version 3 may be redone after a resume
     store.save(context, 7, 5, _state(5.0), keep_from=2)
     assert store.versions(7) == [1, 3, 5]
