@@ -12,16 +12,15 @@ client state store (``client-state = "disk"``), versioned by round.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fedmtl.atomic import atomic_file
 from fedmtl.records import NDArrays
 
 CHECKPOINT_FILE = "checkpoint.pkl"
@@ -69,16 +68,8 @@ class Checkpoint:
 def save_checkpoint(run_dir: Path, checkpoint: Checkpoint) -> Path:
     """Write ``checkpoint.pkl`` atomically; return its path."""
     target = run_dir / CHECKPOINT_FILE
-    handle, tmp = tempfile.mkstemp(dir=run_dir, prefix=".checkpoint-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as fh:
-            pickle.dump({"format": FORMAT_VERSION, "checkpoint": checkpoint}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as fh:
+        pickle.dump({"format": FORMAT_VERSION, "checkpoint": checkpoint}, fh)
     return target
 
 

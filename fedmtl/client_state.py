@@ -18,14 +18,13 @@ No Flower message types here; the ClientApp passes its ``Context``.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from flwr.app import Context
 
+from fedmtl.atomic import atomic_file
 from fedmtl.records import NDArrays, from_record, to_record
 
 CLIENT_STATES = ("memory", "disk")
@@ -110,16 +109,8 @@ class ClientStateStore:
             for group, arrays in groups.items()
             for key, value in arrays.items()
         }
-        handle, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as fh:
-                np.savez(fh, **flat)  # type: ignore[arg-type]
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, folder / f"round-{server_round}.npz")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(folder / f"round-{server_round}.npz") as fh:
+            np.savez(fh, **flat)  # type: ignore[arg-type]
         self._prune(client_id, keep_from)
 
     def _prune(self, client_id: int, keep_from: int) -> None:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fedmtl.atomic import atomic_write_text
 from fedmtl.config import ExperimentConfig, load_experiment
 from fedmtl.plots import METRICS_FILE, read_metrics, write_run_plots
 from fedmtl.report import REPORT_FILE, run_report
@@ -133,9 +134,7 @@ def run_comparison(
 
 
 def _write_json(folder: Path, results: Mapping[str, Any]) -> None:
-    tmp = folder / (RESULTS_FILE + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=True))
-    tmp.replace(folder / RESULTS_FILE)
+    atomic_write_text(folder / RESULTS_FILE, json.dumps(results, indent=1, sort_keys=True))
 
 
 def comparison_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fedmtl.atomic import atomic_file, atomic_write_text
 from fedmtl.config import ExperimentConfig
 from fedmtl.plots import METRICS_FILE
 
@@ -50,12 +51,6 @@ def to_toml(values: Mapping[str, Any]) -> str:
     return "".join(f"{key} = {toml_value(value)}\n" for key, value in values.items())
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class RunDirectory:
     """Writes one run's outputs. Create with :meth:`create`."""
 
@@ -74,7 +69,9 @@ class RunDirectory:
             path = root / f"{cfg.name}-{stamp}-{suffix}"
         path.mkdir(parents=True)
         run = cls(path)
-        _atomic_write(path / CONFIG_FILE, "# resolved fedmtl experiment\n" + to_toml(cfg.to_dict()))
+        atomic_write_text(
+            path / CONFIG_FILE, "# resolved fedmtl experiment\n" + to_toml(cfg.to_dict())
+        )
         return run
 
     def append_metrics(self, record: Mapping[str, Any]) -> None:
@@ -88,18 +85,19 @@ class RunDirectory:
         """Keep the first ``lines`` records of ``metrics.jsonl`` (a resumed run redoes the rest)."""
         path = self.path / METRICS_FILE
         kept = path.read_text().splitlines(keepends=True)[:lines] if path.exists() else []
-        _atomic_write(path, "".join(kept))
+        atomic_write_text(path, "".join(kept))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` atomically."""
-        _atomic_write(self.path / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
+        atomic_write_text(self.path / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True))
 
     def save_arrays(self, name: str, arrays: Mapping[str, npt.NDArray[np.generic]]) -> Path:
         """Save named arrays to ``final/<name>.npz``."""
         folder = self.path / "final"
         folder.mkdir(exist_ok=True)
         target = folder / f"{name}.npz"
-        np.savez(target, **dict(arrays))  # type: ignore[arg-type]
+        with atomic_file(target) as fh:
+            np.savez(fh, **dict(arrays))  # type: ignore[arg-type]
         return target
 
 
