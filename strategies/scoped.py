@@ -118,9 +118,9 @@ class ClientOrderedGrid:
         ``min_available_nodes`` have been connected for longer than the
         strategy's ``node_wait_timeout`` (Flower's sampling would wait forever).
         """
-        node_ids = list(self._grid.get_node_ids())
-        self._strategy.check_enough_nodes(len(node_ids))
-        return self._strategy.node_order(node_ids, self._grid)
+        ordered = self._strategy.node_order(list(self._grid.get_node_ids()), self._grid)
+        self._strategy.check_enough_nodes(len(ordered))  # held-out nodes do not count
+        return ordered
 
     def client_of(self, node_id: int) -> int | None:
         """The client id ``node_id`` reported (stable across restarts, unlike node ids)."""
