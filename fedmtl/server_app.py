@@ -68,7 +68,7 @@ class RoundRecorder:
     ) -> None:
         self.cfg, self.run, self.strategy, self.grid = cfg, run, strategy, grid
         self.evaluate_config = evaluate_config
-        self.train_config = train_config or ConfigRecord()
+        self.train_config = ConfigRecord() if train_config is None else train_config
         self.out = out
         self.start = self.last = time.monotonic()
         self.metrics_lines = 0
