@@ -46,6 +46,11 @@ CHECKPOINT_ROUND = "checkpoint-round"
 NDArrays = dict[str, npt.NDArray[np.generic]]
 
 
+def with_entries(config: ConfigRecord, entries: Mapping[str, int | float | str]) -> ConfigRecord:
+    """A copy of ``config`` with ``entries`` added (a strategy's keys for its clients)."""
+    return ConfigRecord({**dict(config.items()), **entries})
+
+
 def to_record(arrays: Mapping[str, npt.NDArray[np.generic]]) -> ArrayRecord:
     """Encode named numpy arrays (keys kept, order kept)."""
     return ArrayRecord({key: Array(np.asarray(value, order="C")) for key, value in arrays.items()})

@@ -28,7 +28,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedmtl.records import PERSONAL_LAMBDA
+from fedmtl.records import PERSONAL_LAMBDA, with_entries
 from strategies.registry import register
 
 
@@ -60,7 +60,7 @@ class Ditto(FedAvg):
         self.lam = float(lam)
 
     def _with_lambda(self, config: ConfigRecord) -> ConfigRecord:
-        return ConfigRecord({**dict(config.items()), PERSONAL_LAMBDA: self.lam})
+        return with_entries(config, {PERSONAL_LAMBDA: self.lam})
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

@@ -33,7 +33,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedmtl.records import HEAD_FINETUNE_EPOCHS
+from fedmtl.records import HEAD_FINETUNE_EPOCHS, with_entries
 from strategies.registry import register
 
 
@@ -68,5 +68,5 @@ class FedBABU(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """FedAvg's evaluate messages, with ``head-finetune-epochs`` in their config."""
-        config = ConfigRecord({**dict(config.items()), HEAD_FINETUNE_EPOCHS: self.finetune_epochs})
+        config = with_entries(config, {HEAD_FINETUNE_EPOCHS: self.finetune_epochs})
         return super().configure_evaluate(server_round, arrays, config, grid)

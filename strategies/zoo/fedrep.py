@@ -30,7 +30,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedmtl.records import HEAD_EPOCHS
+from fedmtl.records import HEAD_EPOCHS, with_entries
 from strategies.registry import register
 from strategies.zoo.fedper import PERSONAL_HEADS
 
@@ -61,5 +61,5 @@ class FedRep(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """FedAvg's train messages, with ``head-epochs`` in their config."""
-        config = ConfigRecord({**dict(config.items()), HEAD_EPOCHS: self.head_epochs})
+        config = with_entries(config, {HEAD_EPOCHS: self.head_epochs})
         return super().configure_train(server_round, arrays, config, grid)
