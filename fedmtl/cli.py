@@ -1,11 +1,16 @@
-"""Command line: ``fedmtl simulate | compare | report | pretrain | scopes | experiments``."""
+"""Command line: ``fedmtl simulate | compare | report | deploy | scopes | ...``.
+
+Commands: simulate, compare, report, deploy (local, stop), scopes, pretrain, experiments.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fedmtl.config import (
     SIMULATIONS_DIR,
@@ -13,6 +18,13 @@ from fedmtl.config import (
     ExperimentConfig,
     load_experiment,
     parse_override,
+)
+from fedmtl.deploy.local import (
+    APP_DIR,
+    DeploymentError,
+    DeployOptions,
+    deploy_local,
+    stop_recorded,
 )
 from fedmtl.results import CONFIG_FILE
 
@@ -104,6 +116,72 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def deploy_options(args: argparse.Namespace) -> DeployOptions:
+    """``fedmtl deploy local`` arguments as :class:`DeployOptions` (the experiment is checked)."""
+    _load(args)  # a bad experiment or override fails here, before any process starts
+    workdir = args.workdir or Path("deployments") / time.strftime("local-%Y%m%d-%H%M%S")
+    return DeployOptions(
+        workdir=Path(workdir),
+        nodes=args.nodes,
+        tls=args.tls,
+        auth=args.auth,
+        experiment=args.experiment,
+        overrides=tuple(args.set or ()),
+        app_dir=Path(args.app),
+        round_timeout_s=args.round_timeout,
+    )
+
+
+def cmd_deploy_local(args: argparse.Namespace) -> int:
+    """Run the experiment on real SuperLink and SuperNode processes on this machine."""
+    try:
+        deploy_local(deploy_options(args), run_timeout_s=args.timeout)
+    except DeploymentError as exc:
+        print(f"fedmtl deploy: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_deploy_stop(args: argparse.Namespace) -> int:
+    """Stop what a killed ``fedmtl deploy local`` left running (from its ``pids.json``)."""
+    stopped = stop_recorded(args.workdir)
+    print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    return 0
+
+
+def _add_deploy_parser(sub: Any) -> None:
+    deploy = sub.add_parser("deploy", help="run on real Flower SuperLink/SuperNode processes")
+    actions = deploy.add_subparsers(dest="action", required=True)
+    local = actions.add_parser(
+        "local", help="CA, keys, SuperLink, N SuperNodes with their own data, flwr run, stop"
+    )
+    _add_experiment_args(local)
+    local.add_argument("--nodes", type=int, default=3, help="SuperNodes to start (default 3)")
+    local.add_argument(
+        "--tls", action=argparse.BooleanOptionalAction, default=True, help="TLS (default on)"
+    )
+    local.add_argument(
+        "--auth",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="SuperNode authentication with registered keys (default on)",
+    )
+    local.add_argument("--workdir", help="where keys, data, logs and runs go")
+    local.add_argument(
+        "--app", default=str(APP_DIR), help="the Flower App to run (default: fedmtl's)"
+    )
+    local.add_argument(
+        "--round-timeout", type=float, default=120.0, help="seconds a round waits for replies"
+    )
+    local.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds the whole run may take"
+    )
+    local.set_defaults(func=cmd_deploy_local)
+    stop = actions.add_parser("stop", help="stop the processes of a killed deployment")
+    stop.add_argument("workdir", help="the deployment's --workdir")
+    stop.set_defaults(func=cmd_deploy_stop)
+
+
 def cmd_scopes(args: argparse.Namespace) -> int:
     """Print every state_dict entry's scope and the bytes a client sends per round."""
     cfg = _load(args)
@@ -185,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild tables and plots of a run or comparison")
     report.add_argument("directory", help="a run directory or a comparison directory")
     report.set_defaults(func=cmd_report)
+    _add_deploy_parser(sub)
     experiments = sub.add_parser("experiments", help="list ready experiment files")
     experiments.set_defaults(func=cmd_experiments)
     return parser

@@ -183,10 +183,13 @@ def state_store(cfg: ExperimentConfig, context: Context | None = None) -> Client
     """Where this client keeps its state: a device's ``state-dir``, else the run's store.
 
     A deployed node started with ``--node-config "state-dir='/var/lib/fedmtl'"``
-    keeps its head and local state on its own disk, across SuperNode restarts.
+    keeps its head and local state on its own disk, across SuperNode restarts,
+    under ``run-<run id>/``: a new run starts from the pretrained model, as its
+    server does, and never picks up a head of an earlier run.
     """
     if context is not None and "state-dir" in context.node_config:
-        return _store("disk", str(context.node_config["state-dir"]))
+        root = Path(str(context.node_config["state-dir"])).expanduser()
+        return _store("disk", str(root / f"run-{context.run_id}"))
     return _store(cfg.client_state_mode, client_state_dir(cfg))
 
 

@@ -176,6 +176,7 @@ def run_server(
         excluded_clients=holdout_clients(cfg),
         evaluate_panel=evaluation_panel(cfg),
         node_wait_timeout=cfg.node_wait_timeout_s,
+        sampling_seed=cfg.seed,
     )
     train_config = ConfigRecord(
         {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -120,6 +121,7 @@ class ClientOrderedGrid:
         """
         ordered = self._strategy.node_order(list(self._grid.get_node_ids()), self._grid)
         self._strategy.check_enough_nodes(len(ordered))  # held-out nodes do not count
+        self._strategy.seed_sampling()  # Flower samples from this list right after
         return ordered
 
     def client_of(self, node_id: int) -> int | None:
@@ -154,6 +156,8 @@ class ScopedStrategy(Strategy):
     node_wait_timeout : float
         Seconds to wait for the inner strategy's ``min_available_nodes`` before
         giving up with :class:`NotEnoughNodesError`.
+    sampling_seed : int, optional
+        Makes each round's sample a function of (seed, phase, round) only (see Notes).
 
     Notes
     -----
@@ -163,6 +167,11 @@ class ScopedStrategy(Strategy):
     every run of an experiment, and in a resumed run.
     ``round_offset`` (set when resuming) is added to every round number Flower
     passes in, so round ``1`` of a run resumed after round ``R`` is ``R + 1``.
+
+    With ``sampling_seed``, the global ``random`` (which Flower's sampling uses)
+    is seeded from (seed, phase, round) just before each sample: who is sampled
+    then depends on nothing else. In a deployment, Flower's heartbeat and retry
+    jitter draw from the same global ``random`` at times that vary run to run.
     """
 
     def __init__(
@@ -176,8 +185,12 @@ class ScopedStrategy(Strategy):
         excluded_clients: Iterable[int] = (),
         evaluate_panel: Iterable[int] | None = None,
         node_wait_timeout: float = 300.0,
+        sampling_seed: int | None = None,
     ) -> None:
         self.inner = inner
+        self.sampling_seed = sampling_seed
+        self._sampling_key: str | None = None
+        self._outbox: list[Message] = []  # the last messages sent, to name failed nodes
         self.node_wait_timeout = node_wait_timeout
         self._waiting_since: float | None = None
         self.evaluate_every = evaluate_every
@@ -211,6 +224,7 @@ class ScopedStrategy(Strategy):
         """Let the inner strategy sample and configure; add each node's task arrays."""
         server_round += self.round_offset
         self._shared_spec = spec_of(arrays)
+        self._sampling_key = f"{self.sampling_seed}:train:{server_round}"
         ordered = cast(Grid, ClientOrderedGrid(grid, self))
         messages = list(self.inner.configure_train(server_round, arrays, config, ordered))
         return self._personalise(server_round, messages, grid)
@@ -225,6 +239,7 @@ class ScopedStrategy(Strategy):
         server_round += self.round_offset
         if not self.evaluates(server_round):
             return []
+        self._sampling_key = f"{self.sampling_seed}:evaluate:{server_round}"
         ordered = cast(Grid, ClientOrderedGrid(grid, self))
         messages = list(self.inner.configure_evaluate(server_round, arrays, config, ordered))
         if self.evaluate_panel is not None:
@@ -237,6 +252,11 @@ class ScopedStrategy(Strategy):
     def evaluates(self, server_round: int) -> bool:
         """Whether clients are evaluated after ``server_round`` (0 is the initial model)."""
         return server_round % self.evaluate_every == 0 or server_round == self.final_round
+
+    def seed_sampling(self) -> None:
+        """Seed the global ``random`` for the sample about to be drawn (with ``sampling_seed``)."""
+        if self.sampling_seed is not None and self._sampling_key is not None:
+            random.seed(self._sampling_key)
 
     def check_enough_nodes(self, connected: int) -> None:
         """Start, reset or end the wait for the inner strategy's minimum number of nodes."""
@@ -311,6 +331,7 @@ class ScopedStrategy(Strategy):
                 )
             log.bytes_down += sum(record_nbytes(r) for r in content.array_records.values())
             out.append(message)
+        self._outbox = out  # the Grid writes each message's id into it when sending
         return out
 
     def _discover(self, node_ids: list[int], grid: Grid) -> None:
@@ -382,12 +403,22 @@ class ScopedStrategy(Strategy):
         """Split replies into valid ones and logged failures/rejections (into ``log``)."""
         log = self.rounds[server_round] if log is None else log
         valid = []
+        destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in self._outbox}
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error():
-                log.failures.append({"node-id": node, "reason": reply.error.reason})
+                # The SuperLink answers for an unreachable node in its own name.
+                node = destinations.get(reply.metadata.reply_to_message_id, node)
+                client = self.node_clients.get(node)
+                log.failures.append(
+                    {"node-id": node, "client-id": client, "reason": reply.error.reason}
+                )
                 logger.warning(
-                    "round %d: node %s failed: %s", server_round, node, reply.error.reason
+                    "round %d: client %s (node %s) failed: %s",
+                    server_round,
+                    client,
+                    node,
+                    reply.error.reason,
                 )
                 continue
             if train:

@@ -27,9 +27,9 @@ def parity_file(tmp_path: Path) -> Path:
     return path
 
 
-def _device(node_config: dict[str, object], node_id: int = 7) -> Context:
+def _device(node_config: dict[str, object], node_id: int = 7, run_id: int = 1) -> Context:
     return Context(
-        run_id=1, node_id=node_id, node_config=node_config, state=RecordDict(), run_config={}
+        run_id=run_id, node_id=node_id, node_config=node_config, state=RecordDict(), run_config={}
     )  # type: ignore[arg-type]
 
 
@@ -91,3 +91,9 @@ def test_head_survives_a_device_restart(
         evaluate_message(shared, {}), _device({**config, "state-dir": str(tmp_path / "x")}), CFG
     )
     assert fresh.content.metric_records["metrics"]["loss"] != first["loss"]
+    # A later run on the same device starts from the pretrained head, as its server does
+    next_run = handle_evaluate(evaluate_message(shared, {}), _device(config, run_id=2), CFG)
+    assert (
+        next_run.content.metric_records["metrics"]["loss"]
+        == fresh.content.metric_records["metrics"]["loss"]
+    )

@@ -241,8 +241,8 @@ def test_error_replies_count_as_failures() -> None:
     np.testing.assert_allclose(_shared_result(arrays)["backbone.w"], [1.0, 1.0])
     failures = strategy.rounds[2].failures
     assert failures == [
-        {"node-id": 5, "reason": "out of memory"},
-        {"node-id": 6, "reason": "timeout"},
+        {"node-id": 5, "client-id": None, "reason": "out of memory"},
+        {"node-id": 6, "client-id": None, "reason": "timeout"},
     ]
     assert not strategy.rounds[2].rejected
 
@@ -313,7 +313,7 @@ def test_aggregate_evaluate_reports_per_task_mean_and_worst() -> None:
     assert not any(k.endswith("-std") for k in metrics)
     log = strategy.rounds[1]
     assert len(log.evaluate) == 4
-    assert log.failures == [{"node-id": 5, "reason": "lost"}]
+    assert log.failures == [{"node-id": 5, "client-id": None, "reason": "lost"}]
 
 
 def test_aggregate_evaluate_without_valid_replies_returns_none() -> None:
@@ -428,6 +428,62 @@ def test_sampling_follows_client_ids_not_node_ids() -> None:
         sampled.append(sorted(strategy.node_clients[m.metadata.dst_node_id] for m in messages))
     assert len(sampled[0]) == 3
     assert sampled[0] == sampled[1]
+
+
+def _sampled_clients(strategy: ScopedStrategy, grid: FakeGrid, server_round: int) -> list[int]:
+    messages = strategy.configure_train(
+        server_round,
+        to_record(_shared([0.0, 0.0])),
+        ConfigRecord(),
+        grid,  # type: ignore[arg-type]
+    )
+    return sorted(strategy.node_clients[m.metadata.dst_node_id] for m in messages)
+
+
+def test_seeded_sampling_ignores_other_draws_from_random() -> None:
+    # Prepare: Flower's heartbeat and retry jitter draw from the global random at
+    # times of their own; here, a different number of draws before each round.
+    grid = FakeGrid({n: "a" for n in range(10, 18)}, client_ids={n: n - 10 for n in range(10, 18)})
+
+    def run(draws_before_round: int, sampling_seed: int | None) -> list[list[int]]:
+        inner = build_strategy("fedavg", {}, Sampling(fraction_train=0.5, min_available_nodes=8))
+        strategy = ScopedStrategy(inner, sampling_seed=sampling_seed)
+        random.seed(0)
+        rounds = []
+        for server_round in (1, 2, 3):
+            for _ in range(draws_before_round):
+                random.random()
+            rounds.append(_sampled_clients(strategy, grid, server_round))
+        return rounds
+
+    # Execute and assert: seeded, the samples stay; unseeded, they move with the draws
+    seeded = run(0, sampling_seed=7)
+    assert run(5, sampling_seed=7) == seeded
+    assert len({tuple(r) for r in seeded}) > 1  # still a different sample per round
+    assert run(0, sampling_seed=8) != seeded
+    assert run(5, sampling_seed=None) != run(0, sampling_seed=None)
+
+
+def test_failure_reported_by_the_superlink_names_the_node_and_client() -> None:
+    # Prepare: the SuperLink answers for an unreachable node in its own name (node 1),
+    # replying to the message id the Grid gave our instruction.
+    strategy = ScopedStrategy(_inner())
+    grid = FakeGrid({21: "a", 22: "a"}, client_ids={21: 3, 22: 4})
+    messages = list(
+        strategy.configure_train(1, to_record(_shared([0.0, 0.0])), ConfigRecord(), grid)  # type: ignore[arg-type]
+    )
+    for message in messages:
+        message.metadata.__dict__["_message_id"] = f"sent-to-{message.metadata.dst_node_id}"
+    unreachable = error_reply(1, "Node Unavailable")
+    unreachable.metadata.__dict__["_reply_to_message_id"] = "sent-to-22"
+
+    # Execute
+    strategy.aggregate_train(1, [train_reply(21, "a", 2, _shared([1.0, 1.0])), unreachable])
+
+    # Assert
+    assert strategy.rounds[1].failures == [
+        {"node-id": 22, "client-id": 4, "reason": "Node Unavailable"}
+    ]
 
 
 def test_configure_evaluate_adds_task_arrays_too() -> None:

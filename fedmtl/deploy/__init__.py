@@ -1,0 +1,1 @@
+"""Run the federation on real Flower processes: local deployments, certificates, device files."""

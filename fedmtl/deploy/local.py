@@ -1,0 +1,448 @@
+"""A real Flower deployment on this machine: SuperLink, SuperNodes, ``flwr run``.
+
+``fedmtl deploy local`` runs what an operator runs on real devices, with real
+``flower-superlink`` and ``flower-supernode`` processes on 127.0.0.1:
+
+1. TLS files and node keys (:mod:`fedmtl.deploy.certs`), per-node data files
+   (:mod:`fedmtl.deploy.device_files`), and a ``flwr`` connection in a private
+   ``FLWR_HOME`` (so the user's own ``~/.flwr`` is never touched);
+2. the SuperLink (TLS, node authentication, runtime dependency installation
+   disabled, its own database);
+3. ``flwr supernode register`` for each node's public key;
+4. one SuperNode per node, each with its data file, task and state directory
+   in ``--node-config``;
+5. ``flwr run <app> <connection> --stream``;
+6. SIGTERM to every process group it started (SIGKILL after a grace period),
+   also when anything above fails or the user presses Ctrl-C.
+
+Every process writes to ``<workdir>/logs/``; their PIDs are in
+``<workdir>/pids.json`` while they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from fedmtl.atomic import atomic_write_text
+from fedmtl.config import ExperimentConfig, load_experiment, parse_override
+from fedmtl.deploy.certs import NodeKey, TlsFiles, write_node_key, write_tls_files
+from fedmtl.deploy.device_files import DeviceFile, write_device_files
+
+CONNECTION = "fedmtl-local"
+APP_DIR = Path(__file__).resolve().parents[2]  # fedmtl's Flower App: the repository root
+STOP_GRACE_S = 15.0
+
+
+class DeploymentError(RuntimeError):
+    """A step of the local deployment failed; the message says which and where the log is."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _executable(name: str) -> str:
+    # The console scripts installed beside this Python (a venv need not be on PATH).
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
+def node_config_text(entries: Mapping[str, str | int]) -> str:
+    """Format ``--node-config`` entries (strings quoted, as Flower parses them)."""
+    return " ".join(
+        f"{key}={json.dumps(value) if isinstance(value, str) else value}"
+        for key, value in entries.items()
+    )
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """What to deploy and how.
+
+    Parameters
+    ----------
+    workdir : Path
+        Everything goes here: certificates, keys, data, state, logs, runs.
+    nodes : int
+        Number of SuperNodes; node ``i`` holds client ``i``'s partition.
+    tls, auth : bool
+        TLS between all parties; SuperNode authentication by registered keys.
+    experiment : str
+        Experiment name or TOML path (the ServerApp and ClientApps read it).
+    overrides : tuple of str
+        ``key=value`` experiment overrides, as ``fedmtl simulate --set``.
+    app_dir : Path
+        The Flower App ``flwr run`` packages (the repository root).
+    round_timeout_s : float
+        Per-round timeout handed to the run (a vanished node costs at most this).
+    """
+
+    workdir: Path
+    nodes: int = 3
+    tls: bool = True
+    auth: bool = True
+    experiment: str = "digits"
+    overrides: tuple[str, ...] = ()
+    app_dir: Path = APP_DIR
+    round_timeout_s: float = 120.0
+
+
+@dataclass
+class LocalFederation:
+    """Start, watch and stop the processes of one local deployment.
+
+    Use as a context manager: leaving it stops every process it started.
+    """
+
+    options: DeployOptions
+    host: str = "127.0.0.1"
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.workdir = self.options.workdir.resolve()
+        self.logs = self.workdir / "logs"
+        self.flwr_home = self.workdir / "flwr-home"
+        self.port = free_port(self.host)
+        self.address = f"{self.host}:{self.port}"
+        self.tls_files: TlsFiles | None = None
+        self.keys: dict[int, NodeKey] = {}
+        self.devices: list[DeviceFile] = []
+        self.node_ports: dict[int, int] = {}
+
+    # ------------------------------------------------------------ preparation
+    def experiment(self) -> ExperimentConfig:
+        """The experiment as the ServerApp will see it (overrides applied)."""
+        return load_experiment(self.options.experiment, self.run_overrides())
+
+    def run_overrides(self) -> dict[str, Any]:
+        """User overrides plus what a deployment of ``nodes`` devices needs."""
+        values = dict(parse_override(text) for text in self.options.overrides)
+        values.setdefault("num-clients", self.options.nodes)
+        values.setdefault("round-timeout-s", self.options.round_timeout_s)
+        values.setdefault("output-dir", str(self.workdir / "runs"))
+        return values
+
+    def prepare(self) -> None:
+        """Write TLS files, node keys, device data files and the ``flwr`` connection."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        source = load_experiment(self.options.experiment, self._source_overrides())
+        if self.options.nodes > source.num_clients:
+            raise DeploymentError(
+                f"--nodes {self.options.nodes}: the experiment has only "
+                f"{source.num_clients} clients' data to hand out"
+            )
+        ids = list(range(self.options.nodes))
+        self.devices = write_device_files(source, self.workdir / "nodes", ids)
+        if self.options.tls:
+            self.tls_files = write_tls_files(self.workdir / "tls", (self.host, "localhost"))
+        if self.options.auth:
+            self.keys = {i: write_node_key(self.workdir / "keys", f"node-{i}") for i in ids}
+        self._write_connection()
+
+    def _source_overrides(self) -> dict[str, Any]:
+        # Device files are cut from the experiment's own partitioning (its num-clients).
+        values = dict(parse_override(text) for text in self.options.overrides)
+        values.pop("num-clients", None)
+        return values
+
+    def _write_connection(self) -> None:
+        lines = [
+            "[superlink]",
+            f'default = "{CONNECTION}"',
+            "",
+            f"[superlink.{CONNECTION}]",
+            f'address = "{self.address}"',
+        ]
+        if self.tls_files is not None:
+            lines.append(f"root-certificates = {json.dumps(str(self.tls_files.ca_cert))}")
+        else:
+            lines.append("insecure = true")
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.flwr_home / "config.toml", "\n".join(lines) + "\n")
+
+    def launch(self, echo: bool = False) -> None:
+        """Prepare, start the SuperLink, register every node and start its SuperNode."""
+        say = print if echo else (lambda *_, **__: None)
+        self.prepare()
+        say(f"fedmtl deploy: files in {self.workdir}", flush=True)
+        self.start_superlink()
+        tls = "TLS" if self.tls_files else "no TLS (insecure)"
+        auth = "node authentication" if self.options.auth else "no node authentication"
+        say(f"fedmtl deploy: SuperLink on {self.address}, {tls}, {auth}", flush=True)
+        for node in range(self.options.nodes):
+            if self.options.auth:
+                self.register(node)
+            self.start_supernode(node)
+        tasks = ", ".join(f"node {d.client_id}: {d.task}" for d in self.devices)
+        say(f"fedmtl deploy: {self.options.nodes} SuperNodes ({tasks})", flush=True)
+
+    # ---------------------------------------------------------------- processes
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["FLWR_HOME"] = str(self.flwr_home)
+        # Flower starts its own helpers (flower-superexec, flwr-clientapp) by name.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        self._logs.append(log)
+        log.write(f"$ {shlex.join(command)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+            cwd=self.workdir,
+            start_new_session=True,  # its own process group: children stop with it
+        )
+        self.processes[name] = process
+        self._write_pids()
+        return process
+
+    def _write_pids(self) -> None:
+        alive = {name: p.pid for name, p in self.processes.items() if p.poll() is None}
+        atomic_write_text(self.workdir / "pids.json", json.dumps(alive, indent=1) + "\n")
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        """The last ``lines`` lines of process ``name``'s log."""
+        path = self.logs / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def start_superlink(self, timeout_s: float = 60.0) -> None:
+        """Start the SuperLink and wait until it accepts connections."""
+        command = [
+            _executable("flower-superlink"),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--database",
+            str(self.workdir / "superlink.db"),
+            "--disable-runtime-dependency-installation",
+        ]
+        if self.tls_files is not None:
+            command += [
+                "--ssl-ca-certfile",
+                str(self.tls_files.ca_cert),
+                "--ssl-certfile",
+                str(self.tls_files.server_cert),
+                "--ssl-keyfile",
+                str(self.tls_files.server_key),
+            ]
+        else:
+            command.append("--insecure")
+        if self.options.auth:
+            command.append("--enable-supernode-auth")
+        process = self._start("superlink", command)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise DeploymentError(
+                    f"flower-superlink exited with {process.returncode}; "
+                    f"log {self.logs / 'superlink.log'}:\n{self.log_tail('superlink')}"
+                )
+            if self._listening() and self._cli(["supernode", "list"], check=False)[0] == 0:
+                return
+            time.sleep(0.5)
+        raise DeploymentError(f"flower-superlink not ready after {timeout_s:.0f} s")
+
+    def _listening(self) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.5)
+            return probe.connect_ex((self.host, self.port)) == 0
+
+    def _cli(self, arguments: list[str], check: bool = True) -> tuple[int, str]:
+        command = [_executable("flwr"), *arguments]
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=self._env(), cwd=self.workdir
+        )
+        output = done.stdout + done.stderr
+        if check and done.returncode != 0:
+            raise DeploymentError(f"`{shlex.join(command)}` failed ({done.returncode}):\n{output}")
+        return done.returncode, output
+
+    def register(self, node: int) -> None:
+        """Register node ``node``'s public key with the SuperLink."""
+        self._cli(["supernode", "register", str(self.keys[node].public), CONNECTION])
+
+    def start_supernode(self, node: int, key: NodeKey | None = None) -> subprocess.Popen[bytes]:
+        """Start SuperNode ``node`` with its data, task and state directory.
+
+        ``key`` replaces the node's own key (tests start a node with a key the
+        SuperLink never registered).
+        """
+        device = self.devices[node]
+        state_dir = self.workdir / "nodes" / f"node-{device.client_id}" / "state"
+        port = self.node_ports.setdefault(node, free_port(self.host))
+        command = [
+            _executable("flower-supernode"),
+            "--superlink",
+            self.address,
+            "--port",
+            str(port),
+            "--node-config",
+            node_config_text(device.node_config(state_dir)),
+        ]
+        if self.tls_files is not None:
+            command += ["--root-certificates", str(self.tls_files.ca_cert)]
+        else:
+            command.append("--insecure")
+        key = key or self.keys.get(node)
+        if key is not None:
+            command += ["--auth-supernode-private-key", str(key.private)]
+        return self._start(f"supernode-{node}", command)
+
+    def submit(self) -> subprocess.Popen[bytes]:
+        """Start ``flwr run`` (streaming the ServerApp's output to ``logs/run.log``)."""
+        overrides = " ".join(
+            shlex.quote(f"{key}={_toml(value)}") for key, value in self.run_overrides().items()
+        )
+        run_config = self.workdir / "run-config.toml"
+        atomic_write_text(
+            run_config,
+            f"experiment = {json.dumps(self.options.experiment)}\n"
+            f"overrides = {json.dumps(overrides)}\n",
+        )
+        command = [
+            _executable("flwr"),
+            "run",
+            str(self.options.app_dir.resolve()),
+            CONNECTION,
+            "--run-config",
+            str(run_config),
+            "--stream",
+        ]
+        return self._start("run", command)
+
+    def wait_run(self, process: subprocess.Popen[bytes], timeout_s: float) -> Path:
+        """Wait for ``flwr run`` to end; return the run directory with its summary.
+
+        ``flwr run --stream`` exits 0 even when the run failed, so success is
+        judged by the ServerApp's ``summary.json``.
+        """
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise DeploymentError(
+                f"the run did not finish in {timeout_s:.0f} s; logs in {self.logs}"
+            ) from None
+        runs = sorted((self.workdir / "runs").glob("*/summary.json"), key=os.path.getmtime)
+        if not runs or "config" not in json.loads(runs[-1].read_text()):
+            raise DeploymentError(
+                f"the run failed; its output ({self.logs / 'run.log'}):\n{self.log_tail('run', 30)}"
+            )
+        return runs[-1].parent
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, grace_s: float = STOP_GRACE_S) -> int:
+        """Stop process ``name`` (and its children) with ``sig``; SIGKILL after ``grace_s``."""
+        process = self.processes[name]
+        if process.poll() is None:
+            _signal_group(process, sig)
+            try:
+                process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+        else:
+            _signal_group(process, signal.SIGKILL)  # children it left behind
+        self._write_pids()
+        return int(process.returncode)
+
+    def stop_all(self) -> None:
+        """Stop SuperNodes and ``flwr run`` first, then the SuperLink; close the logs."""
+        order = sorted(self.processes, key=lambda name: name == "superlink")
+        for name in order:
+            self.stop(name)
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+
+    def __enter__(self) -> LocalFederation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already gone, children included
+        os.killpg(process.pid, sig)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return value  # an override value that is not TOML is taken as a string
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+@contextmanager
+def _interrupt_as_exit() -> Iterator[None]:
+    # SIGTERM to `fedmtl deploy` should clean up like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def deploy_local(options: DeployOptions, run_timeout_s: float = 3600.0) -> Path:
+    """Launch, run and stop a local deployment; return the run directory.
+
+    Raises
+    ------
+    DeploymentError
+        When a process fails to start or the run fails; every process is stopped first.
+    """
+    with _interrupt_as_exit(), LocalFederation(options) as federation:
+        federation.launch(echo=True)
+        run = federation.submit()
+        print(f"fedmtl deploy: flwr run (its output: {federation.logs / 'run.log'})", flush=True)
+        run_dir = federation.wait_run(run, run_timeout_s)
+    print(f"fedmtl deploy: done, every process stopped; results in {run_dir}", flush=True)
+    return run_dir
+
+
+def stop_recorded(workdir: str | Path) -> list[str]:
+    """Stop the processes a deployment recorded in ``pids.json`` (after it was killed).
+
+    Returns the names of the processes that were still running.
+    """
+    path = Path(workdir) / "pids.json"
+    if not path.exists():
+        return []
+    stopped = []
+    for name, pid in json.loads(path.read_text()).items():
+        try:
+            os.killpg(int(pid), signal.SIGTERM)
+            stopped.append(name)
+        except ProcessLookupError:
+            continue
+    atomic_write_text(path, "{}\n")
+    return stopped
