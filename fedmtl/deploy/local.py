@@ -264,7 +264,7 @@ class LocalFederation:
                     f"flower-superlink exited with {process.returncode}; "
                     f"log {self.logs / 'superlink.log'}:\n{self.log_tail('superlink')}"
                 )
-            if self._listening() and self._cli(["supernode", "list"], check=False)[0] == 0:
+            if self._listening() and self.cli(["supernode", "list"], check=False)[0] == 0:
                 return
             time.sleep(0.5)
         raise DeploymentError(f"flower-superlink not ready after {timeout_s:.0f} s")
@@ -274,7 +274,8 @@ class LocalFederation:
             probe.settimeout(0.5)
             return probe.connect_ex((self.host, self.port)) == 0
 
-    def _cli(self, arguments: list[str], check: bool = True) -> tuple[int, str]:
+    def cli(self, arguments: list[str], check: bool = True) -> tuple[int, str]:
+        """Run ``flwr <arguments>`` against this deployment's SuperLink; (status, output)."""
         command = [_executable("flwr"), *arguments]
         done = subprocess.run(
             command, capture_output=True, text=True, env=self._env(), cwd=self.workdir
@@ -286,7 +287,7 @@ class LocalFederation:
 
     def register(self, node: int) -> None:
         """Register node ``node``'s public key with the SuperLink."""
-        self._cli(["supernode", "register", str(self.keys[node].public), CONNECTION])
+        self.cli(["supernode", "register", str(self.keys[node].public), CONNECTION])
 
     def start_supernode(self, node: int, key: NodeKey | None = None) -> subprocess.Popen[bytes]:
         """Start SuperNode ``node`` with its data, task and state directory.
@@ -315,16 +316,22 @@ class LocalFederation:
             command += ["--auth-supernode-private-key", str(key.private)]
         return self._start(f"supernode-{node}", command)
 
-    def submit(self) -> subprocess.Popen[bytes]:
-        """Start ``flwr run`` (streaming the ServerApp's output to ``logs/run.log``)."""
+    def run_config(self) -> dict[str, str]:
+        """The ``--run-config`` of the run: the experiment and its overrides."""
         overrides = " ".join(
             shlex.quote(f"{key}={_toml(value)}") for key, value in self.run_overrides().items()
         )
+        experiment = self.options.experiment
+        if Path(experiment).is_file():  # the apps run in other working directories
+            experiment = str(Path(experiment).resolve())
+        return {"experiment": experiment, "overrides": overrides}
+
+    def submit(self) -> subprocess.Popen[bytes]:
+        """Start ``flwr run`` (streaming the ServerApp's output to ``logs/run.log``)."""
         run_config = self.workdir / "run-config.toml"
         atomic_write_text(
             run_config,
-            f"experiment = {json.dumps(self.options.experiment)}\n"
-            f"overrides = {json.dumps(overrides)}\n",
+            "".join(f"{key} = {json.dumps(value)}\n" for key, value in self.run_config().items()),
         )
         command = [
             _executable("flwr"),
@@ -357,17 +364,21 @@ class LocalFederation:
         return runs[-1].parent
 
     def stop(self, name: str, sig: int = signal.SIGTERM, grace_s: float = STOP_GRACE_S) -> int:
-        """Stop process ``name`` (and its children) with ``sig``; SIGKILL after ``grace_s``."""
+        """Stop process ``name`` and its children with ``sig``; SIGKILL after ``grace_s``.
+
+        Returns the process's exit code, once no process of its group is left.
+        """
         process = self.processes[name]
         if process.poll() is None:
-            _signal_group(process, sig)
+            _signal_group(process.pid, sig)
             try:
                 process.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
+                _signal_group(process.pid, signal.SIGKILL)
                 process.wait()
-        else:
-            _signal_group(process, signal.SIGKILL)  # children it left behind
+        if not _group_gone(process.pid, grace_s):
+            _signal_group(process.pid, signal.SIGKILL)  # children it left behind
+            _group_gone(process.pid, grace_s)
         self._write_pids()
         return int(process.returncode)
 
@@ -387,9 +398,22 @@ class LocalFederation:
         self.stop_all()
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+def _signal_group(group: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # already gone, children included
-        os.killpg(process.pid, sig)
+        os.killpg(group, sig)
+
+
+def _group_gone(group: int, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` until no process of ``group`` is left."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 def _toml(value: Any) -> str:
