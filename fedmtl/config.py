@@ -109,6 +109,7 @@ class ExperimentConfig:
     min_available_clients: int = 0
     round_timeout_s: float = 600.0
     node_wait_timeout_s: float = 300.0
+    max_update_ratio: float = 1000.0
     # evaluation, checkpoints and client state
     evaluate_every: int = 1
     evaluate_panel: int = 0
@@ -211,6 +212,7 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "min-available-clients": (0, None, True),
     "round-timeout-s": (0.0, None, False),
     "node-wait-timeout-s": (0.0, None, True),
+    "max-update-ratio": (0.0, None, False),
     "evaluate-every": (1, None, True),
     "evaluate-panel": (0, None, True),
     "global-view-epochs": (0, None, True),

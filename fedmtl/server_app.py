@@ -177,6 +177,7 @@ def run_server(
         evaluate_panel=evaluation_panel(cfg),
         node_wait_timeout=cfg.node_wait_timeout_s,
         sampling_seed=cfg.seed,
+        max_update_ratio=cfg.max_update_ratio,
     )
     train_config = ConfigRecord(
         {

@@ -72,14 +72,26 @@ def spec_of(arrays: Mapping[str, Any]) -> ArraySpec:
     return {k: (tuple(v.shape), str(np.dtype(v.dtype))) for k, v in arrays.items()}
 
 
-def check_arrays(record: Any, expected: ArraySpec, name: str) -> str | None:
-    """Return why ``record`` does not match ``expected``, or ``None`` if it does."""
+def check_arrays(
+    record: Any,
+    expected: ArraySpec,
+    name: str,
+    reference: Mapping[str, np.ndarray] | None = None,
+    max_update_ratio: float = float("inf"),
+) -> str | None:
+    """Return why ``record`` does not match ``expected``, or ``None`` if it does.
+
+    With ``reference`` (what the client received), a record whose distance to
+    it exceeds ``max_update_ratio`` times the reference's norm (at least 1) is
+    absurd: no local training moves a model that far.
+    """
     if not isinstance(record, ArrayRecord):
         return f"'{name}' missing or not an ArrayRecord"
     got = set(record.keys())
     if got != set(expected):
         missing, extra = sorted(set(expected) - got), sorted(got - set(expected))
         return f"'{name}' keys differ (missing {missing[:3]}, unexpected {extra[:3]})"
+    moved = size = 0.0
     for key, array in record.items():
         shape, dtype = expected[key]
         if tuple(array.shape) != shape or array.dtype != dtype:
@@ -88,8 +100,20 @@ def check_arrays(record: Any, expected: ArraySpec, name: str) -> str | None:
                 f"expected {dtype}{list(shape)}"
             )
         values = array.numpy()
-        if np.issubdtype(values.dtype, np.inexact) and not np.all(np.isfinite(values)):
+        if not np.issubdtype(values.dtype, np.inexact):
+            continue  # counters (num_batches_tracked) are not weights
+        if not np.all(np.isfinite(values)):
             return f"non-finite values in '{name}' entry '{key}'"
+        if reference is not None and key in reference:
+            received = reference[key].astype(np.float64)
+            moved += float(np.sum((values.astype(np.float64) - received) ** 2))
+            size += float(np.sum(received**2))
+    limit = max_update_ratio * max(np.sqrt(size), 1.0)
+    if np.sqrt(moved) > limit:
+        return (
+            f"absurd update of '{name}': norm {np.sqrt(moved):.3g} > {max_update_ratio:g} x "
+            f"the received norm ({limit:.3g})"
+        )
     return None
 
 
@@ -158,6 +182,9 @@ class ScopedStrategy(Strategy):
         giving up with :class:`NotEnoughNodesError`.
     sampling_seed : int, optional
         Makes each round's sample a function of (seed, phase, round) only (see Notes).
+    max_update_ratio : float
+        Train replies whose shared or task arrays moved more than this many times
+        the norm of what was sent (at least 1) are rejected as absurd.
 
     Notes
     -----
@@ -186,8 +213,11 @@ class ScopedStrategy(Strategy):
         evaluate_panel: Iterable[int] | None = None,
         node_wait_timeout: float = 300.0,
         sampling_seed: int | None = None,
+        max_update_ratio: float = 1000.0,
     ) -> None:
         self.inner = inner
+        self.max_update_ratio = max_update_ratio
+        self._shared_sent: NDArrays | None = None  # this round's shared arrays, as sent
         self.sampling_seed = sampling_seed
         self._sampling_key: str | None = None
         self._outbox: list[Message] = []  # the last messages sent, to name failed nodes
@@ -224,6 +254,7 @@ class ScopedStrategy(Strategy):
         """Let the inner strategy sample and configure; add each node's task arrays."""
         server_round += self.round_offset
         self._shared_spec = spec_of(arrays)
+        self._shared_sent = from_record(arrays)
         self._sampling_key = f"{self.sampling_seed}:train:{server_round}"
         ordered = cast(Grid, ClientOrderedGrid(grid, self))
         messages = list(self.inner.configure_train(server_round, arrays, config, ordered))
@@ -384,10 +415,21 @@ class ScopedStrategy(Strategy):
             return info, "non-finite metric values"
         if not train:
             return info, None
-        reason = check_arrays(content.get(ARRAYS), self._shared_spec, ARRAYS)
+        reason = check_arrays(
+            content.get(ARRAYS),
+            self._shared_spec,
+            ARRAYS,
+            self._shared_sent,
+            self.max_update_ratio,
+        )
         if reason is None and info.task in self.task_arrays:
+            task_arrays = self.task_arrays[info.task]
             reason = check_arrays(
-                content.get(TASK_ARRAYS), spec_of(self.task_arrays[info.task]), TASK_ARRAYS
+                content.get(TASK_ARRAYS),
+                spec_of(task_arrays),
+                TASK_ARRAYS,
+                task_arrays,
+                self.max_update_ratio,
             )
         elif reason is None and TASK_ARRAYS in content:
             reason = f"'{TASK_ARRAYS}' sent but task '{info.task}' has no task scope"

@@ -567,3 +567,48 @@ def test_waiting_for_missing_nodes_ends_with_a_clear_error() -> None:
     # Execute / Assert: Flower polls once a second; the second poll is past the deadline
     with pytest.raises(NotEnoughNodesError, match="only 2 of the 3 nodes"):
         list(strategy.configure_train(1, to_record(_shared([0.0, 0.0])), ConfigRecord(), grid))  # type: ignore[arg-type]
+
+
+def test_check_arrays_rejects_an_absurd_update_but_not_a_scaled_attack() -> None:
+    sent = {"w": np.full(4, 2.0, dtype=np.float32), "n": np.array(5, dtype=np.int64)}
+    spec = spec_of(sent)
+
+    def reply(w: float, n: int = 5) -> ArrayRecord:
+        return to_record({"w": np.full(4, w, dtype=np.float32), "n": np.array(n, dtype=np.int64)})
+
+    # |sent| = 4; ratio 10 allows a move of norm 40 (2 * 10 per entry over 4 entries = 40)
+    assert check_arrays(reply(2.0 + 4 * 0.5), spec, "arrays", sent, 10.0) is None  # w + 4u
+    assert check_arrays(reply(21.9), spec, "arrays", sent, 10.0) is None
+    reason = check_arrays(reply(22.1), spec, "arrays", sent, 10.0)
+    assert reason is not None and "absurd update of 'arrays'" in reason
+    assert check_arrays(reply(2.0, n=10**9), spec, "arrays", sent, 10.0) is None  # counters skip
+    zeros = {"w": np.zeros(4, dtype=np.float32)}
+
+    # Received norm 0 counts as 1: a move of norm 2 is fine at ratio 10, norm 200 is not
+    def from_zeros(w: float) -> str | None:
+        return check_arrays(
+            to_record({"w": np.full(4, w, np.float32)}), spec_of(zeros), "a", zeros, 10.0
+        )
+
+    assert from_zeros(1.0) is None
+    assert from_zeros(100.0) is not None
+
+
+def test_absurd_update_is_rejected_in_a_round() -> None:
+    # Prepare: the strategy sent [1, 1]; one client answers with values in the millions
+    strategy = ScopedStrategy(_inner(), max_update_ratio=100.0)
+    grid = FakeGrid({1: "a", 2: "a"}, client_ids={1: 0, 2: 1})
+    sent = to_record(_shared([1.0, 1.0]))
+    list(strategy.configure_train(1, sent, ConfigRecord(), grid))  # type: ignore[arg-type]
+    replies = [
+        train_reply(1, "a", 2, _shared([3.0, 3.0]), client_id=0),
+        train_reply(2, "a", 2, _shared([2e6, 2e6]), client_id=1),
+    ]
+
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+
+    # Assert
+    np.testing.assert_allclose(_shared_result(arrays)["backbone.w"], [3.0, 3.0])
+    [rejected] = strategy.rounds[1].rejected
+    assert rejected["client-id"] == 1 and "absurd update" in rejected["reason"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -37,13 +38,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from fedmtl.atomic import atomic_write_text
-from fedmtl.config import ExperimentConfig, load_experiment, parse_override
+from fedmtl.config import load_experiment, parse_override
+from fedmtl.data.federation import assign_tasks
 from fedmtl.deploy.certs import NodeKey, TlsFiles, write_node_key, write_tls_files
 from fedmtl.deploy.device_files import DeviceFile, write_device_files
 
 CONNECTION = "fedmtl-local"
 APP_DIR = Path(__file__).resolve().parents[2]  # fedmtl's Flower App: the repository root
 STOP_GRACE_S = 15.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_FLOWER_LOG_LEVELS = ("INFO", "DEBUG", "WARNING")
 
 
 class DeploymentError(RuntimeError):
@@ -127,14 +131,22 @@ class LocalFederation:
         self.node_ports: dict[int, int] = {}
 
     # ------------------------------------------------------------ preparation
-    def experiment(self) -> ExperimentConfig:
-        """The experiment as the ServerApp will see it (overrides applied)."""
-        return load_experiment(self.options.experiment, self.run_overrides())
-
     def run_overrides(self) -> dict[str, Any]:
-        """User overrides plus what a deployment of ``nodes`` devices needs."""
+        """User overrides plus what a deployment of ``nodes`` devices needs.
+
+        The server expects ``nodes`` clients, and only the tasks the devices
+        hold (node ``i`` holds the experiment's client ``i``).
+        """
         values = dict(parse_override(text) for text in self.options.overrides)
+        source = load_experiment(self.options.experiment, self._source_overrides())
+        held = set(
+            assign_tasks(
+                source.tasks, source.num_clients, source.task_assignment, source.task_counts
+            )[: self.options.nodes]
+        )
         values.setdefault("num-clients", self.options.nodes)
+        values.setdefault("tasks", [task for task in source.tasks if task in held])
+        values.setdefault("task-assignment", "round-robin")  # devices say which task they hold
         values.setdefault("round-timeout-s", self.options.round_timeout_s)
         values.setdefault("output-dir", str(self.workdir / "runs"))
         return values
@@ -344,24 +356,48 @@ class LocalFederation:
         ]
         return self._start("run", command)
 
-    def wait_run(self, process: subprocess.Popen[bytes], timeout_s: float) -> Path:
+    def wait_run(
+        self, process: subprocess.Popen[bytes], timeout_s: float, echo: bool = False
+    ) -> Path:
         """Wait for ``flwr run`` to end; return the run directory with its summary.
 
         ``flwr run --stream`` exits 0 even when the run failed, so success is
-        judged by the ServerApp's ``summary.json``.
+        judged by the ServerApp's ``summary.json``. With ``echo``, the
+        ServerApp's own output (rounds, tables) is printed as it comes.
         """
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise DeploymentError(
-                f"the run did not finish in {timeout_s:.0f} s; logs in {self.logs}"
-            ) from None
-        runs = sorted((self.workdir / "runs").glob("*/summary.json"), key=os.path.getmtime)
+        deadline = time.monotonic() + timeout_s
+        shown = 0
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                raise DeploymentError(
+                    f"the run did not finish in {timeout_s:.0f} s; logs in {self.logs}"
+                )
+            shown = self._echo_run_output(shown) if echo else shown
+            time.sleep(0.5)
+        if echo:
+            self._echo_run_output(shown)
+        output_dir = Path(str(self.run_overrides()["output-dir"]))
+        runs = sorted(output_dir.glob("*/summary.json"), key=os.path.getmtime)
         if not runs or "config" not in json.loads(runs[-1].read_text()):
             raise DeploymentError(
                 f"the run failed; its output ({self.logs / 'run.log'}):\n{self.log_tail('run', 30)}"
             )
         return runs[-1].parent
+
+    def _echo_run_output(self, offset: int) -> int:
+        """Print the ServerApp's lines of ``run.log`` after byte ``offset`` (not Flower's logs)."""
+        path = self.logs / "run.log"
+        if not path.exists():
+            return offset
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            chunk = fh.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        for line in complete.decode(errors="replace").splitlines():
+            plain = _ANSI.sub("", line)
+            if not plain.startswith(_FLOWER_LOG_LEVELS) and not plain.startswith("$ "):
+                print(plain, flush=True)
+        return offset + len(complete)
 
     def stop(self, name: str, sig: int = signal.SIGTERM, grace_s: float = STOP_GRACE_S) -> int:
         """Stop process ``name`` and its children with ``sig``; SIGKILL after ``grace_s``.
@@ -416,13 +452,14 @@ def _group_gone(group: int, timeout_s: float) -> bool:
         time.sleep(0.1)
 
 
-def _toml(value: Any) -> str:
+def _toml(value: Any, inside: bool = False) -> str:
+    """An override value as ``parse_override`` reads it back (bare strings at the top)."""
     if isinstance(value, str):
-        return value  # an override value that is not TOML is taken as a string
+        return json.dumps(value) if inside else value
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
-        return "[" + ",".join(_toml(v) for v in value) + "]"
+        return "[" + ", ".join(_toml(item, inside=True) for item in value) + "]"
     return str(value)
 
 
@@ -447,8 +484,10 @@ def deploy_local(options: DeployOptions, run_timeout_s: float = 3600.0) -> Path:
     with _interrupt_as_exit(), LocalFederation(options) as federation:
         federation.launch(echo=True)
         run = federation.submit()
-        print(f"fedmtl deploy: flwr run (its output: {federation.logs / 'run.log'})", flush=True)
-        run_dir = federation.wait_run(run, run_timeout_s)
+        print(
+            f"fedmtl deploy: flwr run (all its output: {federation.logs / 'run.log'})", flush=True
+        )
+        run_dir = federation.wait_run(run, run_timeout_s, echo=True)
     print(f"fedmtl deploy: done, every process stopped; results in {run_dir}", flush=True)
     return run_dir
 

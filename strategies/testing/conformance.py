@@ -286,12 +286,13 @@ BAD_NODES: dict[int, tuple[str, str]] = {  # node: (what it sends, expected reas
     8: ("inf task value", "non-finite values in 'task-arrays'"),
     9: ("negative num-examples", "absurd 'num-examples'"),
     10: ("missing num-examples", "no 'num-examples'"),
+    11: ("finite but absurd update", "absurd update of 'arrays'"),
 }
-BAD_TASKS = {5: "a", 6: "a", 7: "b", 8: "b", 9: "a", 10: "b"}
+BAD_TASKS = {5: "a", 6: "a", 7: "b", 8: "b", 9: "a", 10: "b", 11: "a"}
 
 
 def misbehave(node: int, task: str, instruction: Message, server_round: int) -> Message | None:
-    """Honest replies from nodes 1-4; the faults of :data:`BAD_NODES` from nodes 5-10."""
+    """Honest replies from nodes 1-4; the faults of :data:`BAD_NODES` from nodes 5-11."""
     if node not in BAD_NODES:
         return honest(node, task, instruction, server_round)
     shared, task_arrays = received(instruction)
@@ -309,6 +310,8 @@ def misbehave(node: int, task: str, instruction: Message, server_round: int) -> 
         count = -3
     elif node == 10:
         count = None
+    elif node == 11:
+        shared = {k: np.asarray(v, dtype=F32) + F32(1e6) for k, v in shared.items()}
     return train_reply(node, task, count, shared, task_arrays, client_id=CLIENT_ID_OFFSET + node)
 
 
