@@ -148,3 +148,28 @@ def test_stop_recorded_ends_what_a_killed_deployment_left(tmp_path: Path) -> Non
         time.sleep(0.05)
     assert orphan.returncode == -15
     assert stop_recorded(tmp_path) == []
+
+
+def test_text_device_files_are_jsonl_the_device_reads_back(tmp_path: Path) -> None:
+    from fedmtl.config import load_experiment
+
+    cfg = load_experiment("text_scratch")
+    [device] = write_device_files(cfg, tmp_path, [1])
+    assert device.path.name == "data.jsonl" and device.fmt == "jsonl"
+    spec = partition_spec(cfg)
+    partition = client_data(spec, 1)
+    read = device_data(
+        device.node_config(tmp_path / "state"),
+        spec.dataset_spec(),
+        cfg.tasks,
+        cfg.seed,
+        cfg.test_fraction,
+        default_client_id=99,
+    )
+    assert read.task == partition.task == "verb-supersense"
+    texts = sorted(map(str, np.concatenate([partition.x_train, partition.x_test])))
+    assert sorted(map(str, np.concatenate([read.x_train, read.x_test]))) == texts
+    labels = np.concatenate([partition.y_train, partition.y_test])
+    np.testing.assert_array_equal(
+        np.bincount(np.concatenate([read.y_train, read.y_test])), np.bincount(labels)
+    )
