@@ -87,6 +87,8 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
     records = [json.loads(line) for line in lines]
     for record in records:
         record.pop("time")
+        for row in record["rejected"] + record["failures"]:
+            row.pop("node-id")  # random per connection; the client id names the client
     return records
 
 

@@ -301,12 +301,8 @@ class LocalFederation:
         """Register node ``node``'s public key with the SuperLink."""
         self.cli(["supernode", "register", str(self.keys[node].public), CONNECTION])
 
-    def start_supernode(self, node: int, key: NodeKey | None = None) -> subprocess.Popen[bytes]:
-        """Start SuperNode ``node`` with its data, task and state directory.
-
-        ``key`` replaces the node's own key (tests start a node with a key the
-        SuperLink never registered).
-        """
+    def start_supernode(self, node: int) -> subprocess.Popen[bytes]:
+        """Start SuperNode ``node`` with its data, task, state directory and key (if auth)."""
         device = self.devices[node]
         state_dir = self.workdir / "nodes" / f"node-{device.client_id}" / "state"
         port = self.node_ports.setdefault(node, free_port(self.host))
@@ -323,7 +319,7 @@ class LocalFederation:
             command += ["--root-certificates", str(self.tls_files.ca_cert)]
         else:
             command.append("--insecure")
-        key = key or self.keys.get(node)
+        key = self.keys.get(node)
         if key is not None:
             command += ["--auth-supernode-private-key", str(key.private)]
         return self._start(f"supernode-{node}", command)
