@@ -139,7 +139,17 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
     except DeploymentError as exc:
         print(f"fedmtl deploy: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("fedmtl deploy: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
     return 0
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def cmd_deploy_stop(args: argparse.Namespace) -> int:
@@ -156,7 +166,9 @@ def _add_deploy_parser(sub: Any) -> None:
         "local", help="CA, keys, SuperLink, N SuperNodes with their own data, flwr run, stop"
     )
     _add_experiment_args(local)
-    local.add_argument("--nodes", type=int, default=3, help="SuperNodes to start (default 3)")
+    local.add_argument(
+        "--nodes", type=_at_least_one, default=3, help="SuperNodes to start (default 3)"
+    )
     local.add_argument(
         "--tls", action=argparse.BooleanOptionalAction, default=True, help="TLS (default on)"
     )

@@ -173,3 +173,9 @@ def test_text_device_files_are_jsonl_the_device_reads_back(tmp_path: Path) -> No
     np.testing.assert_array_equal(
         np.bincount(np.concatenate([read.y_train, read.y_test])), np.bincount(labels)
     )
+
+
+def test_deploy_local_needs_at_least_one_node(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["deploy", "local", "--nodes", "0"])
+    assert "--nodes: must be >= 1, got 0" in capsys.readouterr().err
