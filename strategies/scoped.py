@@ -445,7 +445,11 @@ class ScopedStrategy(Strategy):
         """Split replies into valid ones and logged failures/rejections (into ``log``)."""
         log = self.rounds[server_round] if log is None else log
         valid = []
-        destinations = {m.metadata.message_id: m.metadata.dst_node_id for m in self._outbox}
+        destinations = {
+            m.metadata.message_id: m.metadata.dst_node_id
+            for m in self._outbox
+            if m.metadata.message_id  # set by the Grid when it sent the message
+        }
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error():

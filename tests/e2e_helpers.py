@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context, Message
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Message
 
 from fedmtl.client_app import LOCAL_STATE
 from fedmtl.config import ExperimentConfig, load_experiment
@@ -68,3 +69,46 @@ def read_spy(spy_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return {
         p.stem: [json.loads(line) for line in p.read_text().splitlines()] for p in spy_dir.iterdir()
     }
+
+
+FAULTS = {0: "NaN", 1: "wrong shape", 2: "wrong key", 3: "crash"}
+
+
+def _corruptible(reply: Message) -> str:
+    """The record of float arrays a train reply carries: shared, else task arrays."""
+    for name in (ARRAYS, TASK_ARRAYS):
+        record = reply.content.array_records.get(name)
+        if record is not None and any(a.dtype == "float32" for a in record.values()):
+            return name
+    return ARRAYS  # a strategy that shares nothing (local-only): smuggle arrays in
+
+
+def saboteur(
+    msg: Message, context: Context, call_next: Callable[[Message, Context], Message]
+) -> Message:
+    """A client mod: clients 0-3 misbehave in training, the others are honest.
+
+    Client 0 sends a NaN, 1 a wrongly shaped array, 2 a wrongly named one, in
+    the shared arrays (the task arrays when nothing else is shared; an extra
+    array when nothing at all is); client 3 raises.
+    """
+    client = int(context.node_config["partition-id"])
+    if msg.metadata.message_type != "train" or client not in FAULTS:
+        return call_next(msg, context)
+    if FAULTS[client] == "crash":
+        raise RuntimeError("client 3 crashed")
+    reply = call_next(msg, context)
+    name = _corruptible(reply)
+    record = reply.content.array_records.get(name, ArrayRecord())
+    arrays = {k: v.numpy().copy() for k, v in record.items()}
+    floats = sorted(k for k in arrays if arrays[k].dtype == np.float32)
+    if not floats:
+        arrays["backbone.smuggled"] = np.full(3, np.nan, np.float32)
+    elif FAULTS[client] == "NaN":
+        arrays[floats[0]].flat[0] = np.nan
+    elif FAULTS[client] == "wrong shape":
+        arrays[floats[0]] = np.zeros(3, np.float32)
+    else:
+        arrays["backbone.smuggled"] = arrays.pop(floats[0])
+    reply.content[name] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    return reply

@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Context, Message
 
 from fedmtl.plots import read_metrics
-from fedmtl.records import ARRAYS
 from fedmtl.simulation import simulate
-from tests.e2e_helpers import small
+from tests.e2e_helpers import saboteur, small
 
 pytestmark = pytest.mark.slow
-FAULTS = {0: "NaN", 1: "wrong shape", 2: "wrong key", 3: "crash"}
-
-
-def saboteur(
-    msg: Message, context: Context, call_next: Callable[[Message, Context], Message]
-) -> Message:
-    """A client mod: clients 0-3 misbehave in training, the others are honest."""
-    client = int(context.node_config["partition-id"])
-    if msg.metadata.message_type != "train" or client not in FAULTS:
-        return call_next(msg, context)
-    if FAULTS[client] == "crash":
-        raise RuntimeError("client 3 crashed")
-    reply = call_next(msg, context)
-    arrays = {k: v.numpy().copy() for k, v in reply.content[ARRAYS].items()}
-    first = sorted(k for k in arrays if arrays[k].dtype == np.float32)[0]
-    if FAULTS[client] == "NaN":
-        arrays[first].flat[0] = np.nan
-    elif FAULTS[client] == "wrong shape":
-        arrays[first] = np.zeros(3, np.float32)
-    else:
-        arrays["backbone.smuggled"] = arrays.pop(first)
-    reply.content[ARRAYS] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
-    return reply
 
 
 @pytest.mark.parametrize("strategy", ["fedavg", "fedmedian"])

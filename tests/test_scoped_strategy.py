@@ -612,3 +612,16 @@ def test_absurd_update_is_rejected_in_a_round() -> None:
     np.testing.assert_allclose(_shared_result(arrays)["backbone.w"], [3.0, 3.0])
     [rejected] = strategy.rounds[1].rejected
     assert rejected["client-id"] == 1 and "absurd update" in rejected["reason"]
+
+
+def test_failure_from_the_node_itself_keeps_its_node_when_ids_are_unset() -> None:
+    # A Grid that never numbers its messages (ids stay ""): the reply's own sender counts
+    strategy = ScopedStrategy(_inner())
+    grid = FakeGrid({21: "a", 22: "a"}, client_ids={21: 3, 22: 4})
+    list(strategy.configure_train(1, to_record(_shared([0.0, 0.0])), ConfigRecord(), grid))  # type: ignore[arg-type]
+    crashed = error_reply(21, "ClientApp raised")
+    crashed.metadata.__dict__["_reply_to_message_id"] = ""
+    strategy.aggregate_train(1, [crashed, train_reply(22, "a", 2, _shared([1.0, 1.0]))])
+    assert strategy.rounds[1].failures == [
+        {"node-id": 21, "client-id": 3, "reason": "ClientApp raised"}
+    ]
