@@ -130,6 +130,13 @@ def test_deploy_local_names_a_bad_key_before_starting_anything(
         deploy_options(build_parser().parse_args(["deploy", "local", "--set", "num-rounds=0"]))
 
 
+def test_an_app_directory_without_pyproject_is_refused(tmp_path: Path) -> None:
+    federation = LocalFederation(DeployOptions(workdir=tmp_path / "w", app_dir=tmp_path))
+    with pytest.raises(RuntimeError, match="is not a Flower App"):
+        federation.prepare()
+    assert not (tmp_path / "w").exists()
+
+
 def test_too_many_nodes_for_the_experiments_data(tmp_path: Path) -> None:
     federation = LocalFederation(DeployOptions(workdir=tmp_path, nodes=13))
     with pytest.raises(RuntimeError, match="--nodes 13: the experiment has only 12 clients"):

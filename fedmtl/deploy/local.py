@@ -153,6 +153,11 @@ class LocalFederation:
 
     def prepare(self) -> None:
         """Write TLS files, node keys, device data files and the ``flwr`` connection."""
+        if not (self.options.app_dir / "pyproject.toml").is_file():
+            raise DeploymentError(
+                f"--app {self.options.app_dir} is not a Flower App (no pyproject.toml); "
+                "pass the fedmtl repository root, or your own app's directory"
+            )
         self.logs.mkdir(parents=True, exist_ok=True)
         source = load_experiment(self.options.experiment, self._source_overrides())
         if self.options.nodes > source.num_clients:
