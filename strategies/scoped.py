@@ -117,6 +117,12 @@ def check_arrays(
     return None
 
 
+def _by_client(row: Mapping[str, Any]) -> tuple[bool, int, int]:
+    """Sort key of a rejected or failed row: client id (unknown last), then node id."""
+    client = row.get("client-id")
+    return (client is None, int(client or 0), int(row.get("node-id") or 0))
+
+
 class NotEnoughNodesError(RuntimeError):
     """Too few nodes stayed connected for longer than the wait deadline."""
 
@@ -444,6 +450,7 @@ class ScopedStrategy(Strategy):
     ) -> list[tuple[Message, ClientInfo]]:
         """Split replies into valid ones and logged failures/rejections (into ``log``)."""
         log = self.rounds[server_round] if log is None else log
+        first_rejected, first_failure = len(log.rejected), len(log.failures)
         valid = []
         destinations = {
             m.metadata.message_id: m.metadata.dst_node_id
@@ -481,6 +488,9 @@ class ScopedStrategy(Strategy):
             self.node_clients[node] = info.client_id
             valid.append((reply, info))
         valid.sort(key=lambda pair: pair[1].client_id)  # order-independent float sums
+        # Replies arrive in any order; the log lists them by client, reproducibly.
+        log.rejected[first_rejected:] = sorted(log.rejected[first_rejected:], key=_by_client)
+        log.failures[first_failure:] = sorted(log.failures[first_failure:], key=_by_client)
         rows = log.train if train else log.evaluate
         for reply, info in valid:
             rows.append(

@@ -625,3 +625,20 @@ def test_failure_from_the_node_itself_keeps_its_node_when_ids_are_unset() -> Non
     assert strategy.rounds[1].failures == [
         {"node-id": 21, "client-id": 3, "reason": "ClientApp raised"}
     ]
+
+
+def test_rejections_and_failures_are_listed_by_client_whatever_the_arrival_order() -> None:
+    logs = []
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0]):
+        strategy = _strategy(task_scope=())
+        replies = [
+            train_reply(1, "c", -1, _shared([1.0, 1.0]), client_id=7),
+            train_reply(2, "c", -1, _shared([1.0, 1.0]), client_id=5),
+            error_reply(3, "crashed"),
+            error_reply(4, "crashed"),
+        ]
+        strategy.aggregate_train(1, [replies[i] for i in order])
+        logs.append((strategy.rounds[1].rejected, strategy.rounds[1].failures))
+    assert logs[0] == logs[1]
+    assert [row["client-id"] for row in logs[0][0]] == [5, 7]
+    assert [row["node-id"] for row in logs[0][1]] == [3, 4]
