@@ -19,14 +19,32 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from cryptography.hazmat.primitives.serialization.ssh import load_ssh_public_key
 
 from fedmtl.cli import build_parser, deploy_options, main
-from fedmtl.config import ConfigError, build_config, config_from_run_config, partition_spec
+from fedmtl.config import (
+    ConfigError,
+    ExperimentConfig,
+    build_config,
+    config_from_run_config,
+    partition_spec,
+)
 from fedmtl.data.device import device_data
-from fedmtl.data.federation import client_data
+from fedmtl.data.federation import ClientData, client_data
 from fedmtl.deploy.certs import write_node_key, write_tls_files
-from fedmtl.deploy.device_files import write_device_files
+from fedmtl.deploy.device_files import DeviceFile, write_device_files
 from fedmtl.deploy.local import DeployOptions, LocalFederation, node_config_text, stop_recorded
 
 CFG = build_config({"tasks": ["digit", "parity", "ge5"], "num-clients": 6})
+
+
+def _read_back(device: DeviceFile, cfg: ExperimentConfig, tmp_path: Path) -> ClientData:
+    """The device's file, read as a deployed ClientApp reads it."""
+    return device_data(
+        device.node_config(tmp_path / "state"),
+        partition_spec(cfg).dataset_spec(),
+        cfg.tasks,
+        cfg.seed,
+        cfg.test_fraction,
+        default_client_id=99,
+    )
 
 
 def test_server_certificate_is_signed_by_the_ca_for_the_loopback_addresses(tmp_path: Path) -> None:
@@ -61,15 +79,7 @@ def test_device_files_hold_each_clients_partition_and_task(tmp_path: Path) -> No
     spec = partition_spec(CFG)
     for device in files:
         partition = client_data(spec, device.client_id)
-        # The device reads its file back as a deployed ClientApp does
-        read = device_data(
-            device.node_config(tmp_path / "state"),
-            spec.dataset_spec(),
-            CFG.tasks,
-            CFG.seed,
-            CFG.test_fraction,
-            default_client_id=99,
-        )
+        read = _read_back(device, CFG, tmp_path)
         assert read.client_id == device.client_id and read.task == device.task
         assert read.num_train + len(read.y_test) == partition.num_train + len(partition.y_test)
         counts = np.bincount(np.concatenate([partition.y_train, partition.y_test]), minlength=10)
@@ -165,14 +175,7 @@ def test_text_device_files_are_jsonl_the_device_reads_back(tmp_path: Path) -> No
     assert device.path.name == "data.jsonl" and device.fmt == "jsonl"
     spec = partition_spec(cfg)
     partition = client_data(spec, 1)
-    read = device_data(
-        device.node_config(tmp_path / "state"),
-        spec.dataset_spec(),
-        cfg.tasks,
-        cfg.seed,
-        cfg.test_fraction,
-        default_client_id=99,
-    )
+    read = _read_back(device, cfg, tmp_path)
     assert read.task == partition.task == "verb-supersense"
     texts = sorted(map(str, np.concatenate([partition.x_train, partition.x_test])))
     assert sorted(map(str, np.concatenate([read.x_train, read.x_test]))) == texts
