@@ -1,10 +1,11 @@
-"""Per-task summaries of per-client metrics (plain Python, shared by server and reports)."""
+"""Client metric rows and their per-task summaries (plain Python, shared by server and reports)."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 # Metrics where lower is better (also any "*-loss"); every other one is higher-is-better.
@@ -57,3 +58,78 @@ def summarize_by_task(clients: Iterable[Mapping[str, Any]]) -> dict[str, dict[st
             stats[f"{name}-p10"] = percentile(values, 90 if lower_better else 10)
         out[task] = stats
     return out
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    """One client's metrics in one phase of one round (a row of ``metrics.jsonl``).
+
+    Attributes
+    ----------
+    client_id : int
+        The client's id (partition id in simulation, the device's id deployed).
+    task : str
+        The task the client holds.
+    metrics : mapping of str to float
+        ``num-examples``, ``loss`` and the task's metrics, as the client reported them.
+    """
+
+    client_id: int
+    task: str
+    metrics: Mapping[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as written to ``metrics.jsonl``: ``client-id``, ``task``, then the metrics."""
+        return {"client-id": self.client_id, "task": self.task, **self.metrics}
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> ClientRow:
+        """Read a row written by :meth:`to_json` (numbers only kept as metrics)."""
+        metrics = {
+            k: v
+            for k, v in row.items()
+            if k not in ("client-id", "task") and isinstance(v, int | float)
+        }
+        return cls(client_id=int(row["client-id"]), task=str(row["task"]), metrics=metrics)
+
+
+@dataclass(frozen=True)
+class ReplyIssue:
+    """A reply that was not used: rejected by validation, or a failure (error, no reply).
+
+    Attributes
+    ----------
+    node_id : int or None
+        The Flower node that should have replied (random per connection).
+    client_id : int or None
+        The client it serves, when known (stable across restarts).
+    reason : str
+        Why the reply was not used.
+    """
+
+    node_id: int | None
+    client_id: int | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as written to ``metrics.jsonl``'s ``rejected`` and ``failures`` lists."""
+        return {"node-id": self.node_id, "client-id": self.client_id, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> ReplyIssue:
+        """Read a row written by :meth:`to_json`."""
+        node, client = row.get("node-id"), row.get("client-id")
+        return cls(
+            node_id=None if node is None else int(node),
+            client_id=None if client is None else int(client),
+            reason=str(row.get("reason", "")),
+        )
+
+    def sort_key(self) -> tuple[bool, int, int]:
+        """Client id (unknown last), then node id: reproducible whatever the arrival order."""
+        return (self.client_id is None, self.client_id or 0, self.node_id or 0)
+
+
+def summarize_rows(rows: Iterable[ClientRow]) -> dict[str, dict[str, float]]:
+    """:func:`summarize_by_task` over typed rows."""
+    return summarize_by_task(row.to_json() for row in rows)

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedmtl.checkpoint import Checkpoint, save_checkpoint
 from fedmtl.config import ExperimentConfig, config_from_run_config
-from fedmtl.metrics import summarize_by_task
+from fedmtl.metrics import summarize_rows
 from fedmtl.models.state import export_arrays
 from fedmtl.panels import attackers, evaluation_panel, holdout_clients
 from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics, write_run_plots
@@ -126,10 +126,16 @@ class RoundRecorder:
             "round": server_round,
             "time": {"round-s": round(now - self.last, 4), "elapsed-s": round(now - self.start, 4)},
             "comm": {"bytes-up": log.bytes_up, "bytes-down": log.bytes_down},
-            "evaluate": {"tasks": summarize_by_task(log.evaluate), "clients": log.evaluate},
-            "train": {"tasks": summarize_by_task(log.train), "clients": log.train},
-            "rejected": log.rejected,
-            "failures": log.failures,
+            "evaluate": {
+                "tasks": summarize_rows(log.evaluate),
+                "clients": [row.to_json() for row in log.evaluate],
+            },
+            "train": {
+                "tasks": summarize_rows(log.train),
+                "clients": [row.to_json() for row in log.train],
+            },
+            "rejected": [row.to_json() for row in log.rejected],
+            "failures": [row.to_json() for row in log.failures],
             "skipped": log.skipped,
         }
 
@@ -250,10 +256,10 @@ def _evaluate_unseen(
     log = strategy.evaluate_nodes(held_out, arrays, config, grid, cfg.round_timeout_s)
     unseen = {
         "finetune-epochs": cfg.unseen_finetune_epochs,
-        "tasks": summarize_by_task(log.evaluate),
-        "clients": log.evaluate,
-        "rejected": log.rejected,
-        "failures": log.failures,
+        "tasks": summarize_rows(log.evaluate),
+        "clients": [row.to_json() for row in log.evaluate],
+        "rejected": [row.to_json() for row in log.rejected],
+        "failures": [row.to_json() for row in log.failures],
     }
     print(f"\nunseen clients {sorted(held_out)} (head tuned {cfg.unseen_finetune_epochs} epochs):")
     print(format_task_table({"evaluate": unseen}), flush=True)

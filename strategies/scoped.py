@@ -23,7 +23,6 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -31,7 +30,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedmtl.metrics import summarize_by_task
+from fedmtl.metrics import ClientRow, ReplyIssue, summarize_rows
 from fedmtl.records import (
     ARRAYS,
     CLIENT,
@@ -48,23 +47,11 @@ from fedmtl.records import (
     to_record,
 )
 from strategies.aggregation import cast_like, weighted_average
+from strategies.round_log import RoundLog
 from strategies.state import load_strategy_state, strategy_state
 
 logger = logging.getLogger(__name__)
 ArraySpec = dict[str, tuple[tuple[int, ...], str]]
-
-
-@dataclass
-class RoundLog:
-    """What happened in one round, for the run's metrics file."""
-
-    bytes_down: int = 0
-    bytes_up: int = 0
-    train: list[dict[str, Any]] = field(default_factory=list)
-    evaluate: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    skipped: bool = False
 
 
 def spec_of(arrays: Mapping[str, Any]) -> ArraySpec:
@@ -115,12 +102,6 @@ def check_arrays(
             f"the received norm ({limit:.3g})"
         )
     return None
-
-
-def _by_client(row: Mapping[str, Any]) -> tuple[bool, int, int]:
-    """Sort key of a rejected or failed row: client id (unknown last), then node id."""
-    client = row.get("client-id")
-    return (client is None, int(client or 0), int(row.get("node-id") or 0))
 
 
 class NotEnoughNodesError(RuntimeError):
@@ -463,9 +444,7 @@ class ScopedStrategy(Strategy):
                 # The SuperLink answers for an unreachable node in its own name.
                 node = destinations.get(reply.metadata.reply_to_message_id, node)
                 client = self.node_clients.get(node)
-                log.failures.append(
-                    {"node-id": node, "client-id": client, "reason": reply.error.reason}
-                )
+                log.failures.append(ReplyIssue(node, client, str(reply.error.reason)))
                 logger.warning(
                     "round %d: client %s (node %s) failed: %s",
                     server_round,
@@ -479,7 +458,7 @@ class ScopedStrategy(Strategy):
             info, reason = self._check_reply(reply.content, train)
             if reason is not None or info is None:
                 client = info.client_id if info else self.node_clients.get(node)
-                log.rejected.append({"node-id": node, "client-id": client, "reason": reason})
+                log.rejected.append(ReplyIssue(node, client, reason or "invalid reply"))
                 logger.warning(
                     "round %d: rejected reply of client %s: %s", server_round, client, reason
                 )
@@ -489,13 +468,13 @@ class ScopedStrategy(Strategy):
             valid.append((reply, info))
         valid.sort(key=lambda pair: pair[1].client_id)  # order-independent float sums
         # Replies arrive in any order; the log lists them by client, reproducibly.
-        log.rejected[first_rejected:] = sorted(log.rejected[first_rejected:], key=_by_client)
-        log.failures[first_failure:] = sorted(log.failures[first_failure:], key=_by_client)
+        log.rejected[first_rejected:] = sorted(
+            log.rejected[first_rejected:], key=ReplyIssue.sort_key
+        )
+        log.failures[first_failure:] = sorted(log.failures[first_failure:], key=ReplyIssue.sort_key)
         rows = log.train if train else log.evaluate
         for reply, info in valid:
-            rows.append(
-                {"client-id": info.client_id, "task": info.task, **metric_values(reply.content)}
-            )
+            rows.append(ClientRow(info.client_id, info.task, metric_values(reply.content)))
         return valid
 
     @staticmethod
@@ -575,9 +554,9 @@ class ScopedStrategy(Strategy):
         return self._task_metrics(self.rounds[server_round].evaluate, None)
 
     @staticmethod
-    def _task_metrics(rows: list[dict[str, Any]], extra: MetricRecord | None) -> MetricRecord:
+    def _task_metrics(rows: list[ClientRow], extra: MetricRecord | None) -> MetricRecord:
         record = MetricRecord(dict(extra) if extra else {})
-        for task, stats in summarize_by_task(rows).items():
+        for task, stats in summarize_rows(rows).items():
             for name, value in stats.items():
                 if name.endswith(("-mean", "-worst", "-p10")) or name == "num-clients":
                     record[f"{task}/{name}"] = value

@@ -69,7 +69,7 @@ def test_evaluate_nodes_logs_apart_from_the_rounds(server_identity: None) -> Non
     grid = AnsweringGrid({n: "a" for n in range(4)})
     strategy = ScopedStrategy(build_strategy("fedavg", {}, Sampling(min_available_nodes=2)))
     log = strategy.evaluate_nodes({101, 103}, ARRAYS, ConfigRecord(), grid, 5.0)  # type: ignore[arg-type]
-    assert sorted(row["client-id"] for row in log.evaluate) == [1, 3]  # evaluate_reply ids
+    assert sorted(row.client_id for row in log.evaluate) == [1, 3]  # evaluate_reply ids
     assert not strategy.rounds[0].evaluate
 
 

@@ -92,7 +92,7 @@ def test_shared_arrays_are_fedavg_weighted_by_num_examples() -> None:
     assert metrics["c/num-clients"] == 2
     log = strategy.rounds[1]
     assert not log.skipped and not log.rejected and not log.failures
-    assert [row["client-id"] for row in log.train] == [1, 2]
+    assert [row.client_id for row in log.train] == [1, 2]
 
 
 def test_task_arrays_are_averaged_per_task_group() -> None:
@@ -219,9 +219,9 @@ def test_invalid_reply_is_rejected_and_not_averaged(case: str) -> None:
     np.testing.assert_allclose(strategy.task_arrays["a"]["heads.x.weight"], 3.0)
     log = strategy.rounds[3]
     assert len(log.rejected) == 1
-    assert log.rejected[0]["node-id"] == 9
-    assert reason in log.rejected[0]["reason"]
-    assert [row["client-id"] for row in log.train] == [1]
+    assert log.rejected[0].node_id == 9
+    assert reason in log.rejected[0].reason
+    assert [row.client_id for row in log.train] == [1]
     assert not log.failures and not log.skipped
 
 
@@ -239,7 +239,7 @@ def test_error_replies_count_as_failures() -> None:
 
     # Assert
     np.testing.assert_allclose(_shared_result(arrays)["backbone.w"], [1.0, 1.0])
-    failures = strategy.rounds[2].failures
+    failures = [f.to_json() for f in strategy.rounds[2].failures]
     assert failures == [
         {"node-id": 5, "client-id": None, "reason": "out of memory"},
         {"node-id": 6, "client-id": None, "reason": "timeout"},
@@ -282,7 +282,7 @@ def test_train_rows_are_sorted_by_client_id() -> None:
     strategy = _strategy(task_scope=())
     replies = [train_reply(n, "c", 1, _shared([1.0, 1.0])) for n in (7, 3, 5)]
     strategy.aggregate_train(1, replies)
-    assert [row["client-id"] for row in strategy.rounds[1].train] == [3, 5, 7]
+    assert [row.client_id for row in strategy.rounds[1].train] == [3, 5, 7]
     assert strategy.node_tasks == {7: "c", 3: "c", 5: "c"}
 
 
@@ -313,14 +313,16 @@ def test_aggregate_evaluate_reports_per_task_mean_and_worst() -> None:
     assert not any(k.endswith("-std") for k in metrics)
     log = strategy.rounds[1]
     assert len(log.evaluate) == 4
-    assert log.failures == [{"node-id": 5, "client-id": None, "reason": "lost"}]
+    assert [f.to_json() for f in log.failures] == [
+        {"node-id": 5, "client-id": None, "reason": "lost"}
+    ]
 
 
 def test_aggregate_evaluate_without_valid_replies_returns_none() -> None:
     strategy = _strategy()
     bad = reply(1, reply_content(ClientInfo(1, "a"), {"loss": 0.1}), MessageType.EVALUATE)
     assert strategy.aggregate_evaluate(1, [bad]) is None
-    assert strategy.rounds[1].rejected[0]["reason"] == "no 'num-examples' in 'metrics'"
+    assert strategy.rounds[1].rejected[0].reason == "no 'num-examples' in 'metrics'"
 
 
 # ------------------------------------------------------------- configuration
@@ -481,7 +483,7 @@ def test_failure_reported_by_the_superlink_names_the_node_and_client() -> None:
     strategy.aggregate_train(1, [train_reply(21, "a", 2, _shared([1.0, 1.0])), unreachable])
 
     # Assert
-    assert strategy.rounds[1].failures == [
+    assert [f.to_json() for f in strategy.rounds[1].failures] == [
         {"node-id": 22, "client-id": 4, "reason": "Node Unavailable"}
     ]
 
@@ -611,7 +613,7 @@ def test_absurd_update_is_rejected_in_a_round() -> None:
     # Assert
     np.testing.assert_allclose(_shared_result(arrays)["backbone.w"], [3.0, 3.0])
     [rejected] = strategy.rounds[1].rejected
-    assert rejected["client-id"] == 1 and "absurd update" in rejected["reason"]
+    assert rejected.client_id == 1 and "absurd update" in rejected.reason
 
 
 def test_failure_from_the_node_itself_keeps_its_node_when_ids_are_unset() -> None:
@@ -622,7 +624,7 @@ def test_failure_from_the_node_itself_keeps_its_node_when_ids_are_unset() -> Non
     crashed = error_reply(21, "ClientApp raised")
     crashed.metadata.__dict__["_reply_to_message_id"] = ""
     strategy.aggregate_train(1, [crashed, train_reply(22, "a", 2, _shared([1.0, 1.0]))])
-    assert strategy.rounds[1].failures == [
+    assert [f.to_json() for f in strategy.rounds[1].failures] == [
         {"node-id": 21, "client-id": 3, "reason": "ClientApp raised"}
     ]
 
@@ -640,5 +642,5 @@ def test_rejections_and_failures_are_listed_by_client_whatever_the_arrival_order
         strategy.aggregate_train(1, [replies[i] for i in order])
         logs.append((strategy.rounds[1].rejected, strategy.rounds[1].failures))
     assert logs[0] == logs[1]
-    assert [row["client-id"] for row in logs[0][0]] == [5, 7]
-    assert [row["node-id"] for row in logs[0][1]] == [3, 4]
+    assert [row.client_id for row in logs[0][0]] == [5, 7]
+    assert [row.node_id for row in logs[0][1]] == [3, 4]

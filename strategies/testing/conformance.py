@@ -338,9 +338,9 @@ def check_bad_replies_rejected(
     _assert_same(bad_arrays, ref_arrays, f"'{name}' with bad replies vs without")
     _assert_tasks(bad_tasks, ref_tasks, f"'{name}' with bad replies vs without")
     for server_round in (1, 2):
-        rejected = {row["node-id"]: row["reason"] for row in bad.rounds[server_round].rejected}
+        rejected = {row.node_id: row.reason for row in bad.rounds[server_round].rejected}
         assert set(rejected) == set(BAD_NODES), (
-            f"'{name}' round {server_round}: rejected nodes {sorted(rejected)}, "
+            f"'{name}' round {server_round}: rejected nodes {sorted(map(str, rejected))}, "
             f"expected {sorted(BAD_NODES)}"
         )
         for node, (fault, reason) in BAD_NODES.items():

@@ -1,0 +1,49 @@
+"""What happened in one round, as typed rows: the server's log before it reaches the run directory.
+
+:class:`~strategies.scoped.ScopedStrategy` fills one :class:`RoundLog` per round;
+the ServerApp turns it into a :class:`fedmtl.results.RoundRecord` line of
+``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fedmtl.metrics import ClientRow, ReplyIssue
+
+
+@dataclass
+class RoundLog:
+    """One round's replies, rejections, failures, bytes and aggregation outcome.
+
+    Attributes
+    ----------
+    bytes_down, bytes_up : int
+        Array bytes sent to clients and received from them.
+    train, evaluate : list of ClientRow
+        The valid replies' metrics, in client-id order.
+    rejected, failures : list of ReplyIssue
+        Replies refused by validation, and errors or missing replies.
+    skipped : bool
+        Whether the round kept the previous weights (no valid reply, or the
+        aggregation failed or returned something unusable).
+    skip_reason : str or None
+        Why the round was skipped.
+    strategy_metrics : dict of str to float
+        Scalar metrics the inner strategy returned from ``aggregate_train``.
+    """
+
+    bytes_down: int = 0
+    bytes_up: int = 0
+    train: list[ClientRow] = field(default_factory=list)
+    evaluate: list[ClientRow] = field(default_factory=list)
+    rejected: list[ReplyIssue] = field(default_factory=list)
+    failures: list[ReplyIssue] = field(default_factory=list)
+    skipped: bool = False
+    skip_reason: str | None = None
+    strategy_metrics: dict[str, float] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        """Mark the round as skipped (the previous weights are kept) with ``reason``."""
+        self.skipped = True
+        self.skip_reason = reason
