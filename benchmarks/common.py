@@ -18,7 +18,14 @@ from typing import Any
 
 import psutil
 
-from fedmtl.results import toml_value
+from fedmtl.results import (
+    METRICS_FILE,
+    RoundRecord,
+    TaskStats,
+    latest_run,
+    read_rounds,
+    toml_value,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -32,16 +39,15 @@ class RunResult:
     wall_s: float
     peak_rss_total_mb: float
     peak_rss_process_mb: float
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[RoundRecord] = field(default_factory=list)
 
     def round_seconds(self) -> list[float]:
         """Seconds per record: index 0 is the initial evaluation, then rounds 1..N."""
-        return [float(r["time"]["round-s"]) for r in self.records]
+        return [r.round_s or 0.0 for r in self.records]
 
-    def final_tasks(self) -> dict[str, dict[str, float]]:
+    def final_tasks(self) -> TaskStats:
         """Per-task aggregates of the last round's evaluation."""
-        tasks: dict[str, dict[str, float]] = self.records[-1]["evaluate"]["tasks"]
-        return tasks
+        return self.records[-1].evaluate.tasks
 
 
 class TreeMemory:
@@ -99,18 +105,17 @@ def run_experiment(experiment: str, overrides: dict[str, Any], output_dir: Path)
     if process.returncode != 0:
         sys.stdout.write(output.decode(errors="replace")[-4000:])
         raise RuntimeError(f"{experiment} {overrides} failed with exit code {process.returncode}")
-    text = output.decode(errors="replace")
-    marker = "run directory: "
-    run_dir = Path(
-        next(x for x in reversed(text.splitlines()) if x.startswith(marker))[len(marker) :]
-    )
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return measured_run(latest_run(output_dir), wall, memory)
+
+
+def measured_run(run_dir: Path, wall_s: float, memory: TreeMemory) -> RunResult:
+    """The result of the run in ``run_dir``, with what it cost."""
     return RunResult(
         run_dir=run_dir,
-        wall_s=wall,
+        wall_s=wall_s,
         peak_rss_total_mb=memory.peak_total / 2**20,
         peak_rss_process_mb=memory.peak_process / 2**20,
-        records=[json.loads(line) for line in lines],
+        records=read_rounds(run_dir / METRICS_FILE),
     )
 
 

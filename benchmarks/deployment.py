@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, RunResult, TreeMemory, run_experiment, write_results
+from common import ROOT, RunResult, TreeMemory, measured_run, run_experiment, write_results
 
-from fedmtl.plots import read_metrics
+from fedmtl.results import latest_run
 
 
 def run_deployment(nodes: int, rounds: int, secure: bool, workdir: Path) -> RunResult:
@@ -38,19 +38,10 @@ def run_deployment(nodes: int, rounds: int, secure: bool, workdir: Path) -> RunR
     with TreeMemory(process.pid) as memory:
         output, _ = process.communicate()
     wall = time.perf_counter() - start
-    text = output.decode(errors="replace")
     if process.returncode != 0:
-        sys.stdout.write(text[-4000:])
+        sys.stdout.write(output.decode(errors="replace")[-4000:])
         raise RuntimeError(f"deploy local failed with exit code {process.returncode}")
-    marker = "results in "
-    run_dir = Path(next(x for x in reversed(text.splitlines()) if marker in x).split(marker)[1])
-    return RunResult(
-        run_dir=run_dir,
-        wall_s=wall,
-        peak_rss_total_mb=memory.peak_total / 2**20,
-        peak_rss_process_mb=memory.peak_process / 2**20,
-        records=read_metrics(run_dir / "metrics.jsonl"),
-    )
+    return measured_run(latest_run(workdir / "runs"), wall, memory)  # deploy's default output
 
 
 def row(label: str, run: RunResult) -> dict[str, Any]:

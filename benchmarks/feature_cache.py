@@ -25,14 +25,16 @@ from common import RunResult, run_experiment, write_results
 
 from fedmtl.config import load_experiment
 from fedmtl.data.federation import assign_tasks
+from fedmtl.results import RoundRecord
 from fedmtl.scope_table import summarize_scopes
 from fedmtl.scopes import FINETUNE_MODES
 
 EXPERIMENT = "text_minilm"
 
 
-def _comparable(result: RunResult) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.items() if k != "time"} for r in result.records]
+def _comparable(result: RunResult) -> list[RoundRecord]:
+    """The records without their timings (which differ from run to run)."""
+    return [dataclasses.replace(r, round_s=None, elapsed_s=None) for r in result.records]
 
 
 def _row(label: str, result: RunResult, clients: int) -> tuple[str, dict[str, Any]]:
@@ -117,7 +119,7 @@ def main() -> None:
         label = f"last-k (k={cfg.finetune_blocks})" if mode == "last-k" else mode
         lines.append(f"| {label} | {summary.trainable:,} | {per_round / 2**20:,.2f} MiB |")
         payload["bytes-per-round"][mode] = per_round
-    measured = off.records[1]["comm"]["bytes-up"]
+    measured = off.records[1].bytes_up or 0
     payload["measured-bytes-up-frozen"] = measured
     lines.append("")
     lines.append(f"Measured upload of the frozen run in round 1: {measured / 2**20:,.2f} MiB.")

@@ -15,12 +15,13 @@ Writes results/robustness.json and results/robustness.md.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from common import run_experiment, write_results
+
+from fedmtl.results import RunDirectory
 
 RULES: dict[str, dict[str, Any]] = {
     "fedavg": {},
@@ -34,13 +35,12 @@ RULES: dict[str, dict[str, Any]] = {
 
 def honest_accuracy(run_dir: Path) -> float:
     """Mean final-round accuracy over honest clients (per-task means, then averaged)."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    bad = set(summary.get("attackers", []))
-    last = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    run = RunDirectory(run_dir)
+    bad = set(run.summary().get("attackers", []))
     by_task: dict[str, list[float]] = {}
-    for row in last["evaluate"]["clients"]:
-        if row["client-id"] not in bad:
-            by_task.setdefault(row["task"], []).append(row["accuracy"])
+    for row in run.rounds()[-1].evaluate.clients:
+        if row.client_id not in bad:
+            by_task.setdefault(row.task, []).append(row.metrics["accuracy"])
     return statistics.mean(statistics.mean(v) for v in by_task.values())
 
 

@@ -64,8 +64,8 @@ def main() -> None:
             "rounds-1+-mean-s": round(sum(seconds[1:]) / max(len(seconds) - 1, 1), 2),
             "peak-rss-total-mb": round(run.peak_rss_total_mb),
             "peak-rss-process-mb": round(run.peak_rss_process_mb),
-            "trained-per-round": len(run.records[1]["train"]["clients"]),
-            "evaluated-per-round": len(run.records[-1]["evaluate"]["clients"]),
+            "trained-per-round": len(run.records[1].train.clients),
+            "evaluated-per-round": len(run.records[-1].evaluate.clients),
             "client-state-files": state_files,
             "final-accuracy-mean": {t: round(s["accuracy-mean"], 3) for t, s in final.items()},
         }

@@ -31,7 +31,14 @@ from fedmtl.data import build_federation
 from fedmtl.metrics import summarize_by_task
 from fedmtl.models import MultiTaskModel
 from fedmtl.run_model import fresh_model, run_scopes
-from fedmtl.training import evaluate, pick_device
+from fedmtl.training import (
+    OPTIMIZERS,
+    TrainSettings,
+    evaluate,
+    gradient_steps,
+    pick_device,
+    trainable_parameters,
+)
 
 # The run's learning rate, 1/5 and 1/25 of it (the one with the lowest training loss is kept).
 LEARNING_RATE_FACTORS = (1.0, 0.2, 0.04)
@@ -60,39 +67,32 @@ def _fit(
     torch.manual_seed(cfg.seed)
     model = fresh_model(cfg).to(device)
     scopes = run_scopes(cfg)
-    params = []
-    for name, param in model.named_parameters():
-        param.requires_grad_(scopes.get(name) != "frozen")
-        if param.requires_grad:
-            params.append(param)
-    if cfg.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(
-            params, lr=learning_rate, weight_decay=cfg.weight_decay
-        )
-    else:
-        optimizer = torch.optim.SGD(
-            params, lr=learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
+    trainable = {name for name, _ in model.named_parameters() if scopes.get(name) != "frozen"}
+    params = trainable_parameters(model, trainable)
+    settings = TrainSettings(
+        batch_size=cfg.batch_size,
+        learning_rate=learning_rate,
+        optimizer=cfg.optimizer,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+    )
+    optimizer = OPTIMIZERS.get(cfg.optimizer)(params, settings)
     generator = torch.Generator().manual_seed(cfg.seed)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for module in model.modules():  # frozen layers compute as pretrained (no BN updates)
-        own = list(module.parameters())
-        if own and not any(p.requires_grad for p in own):
-            module.eval()
+
+    def loss(batch: tuple[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        task, rows = batch
+        x, y = pooled[task]
+        inputs = model.backbone.prepare(x[rows.numpy()], device)
+        targets = torch.from_numpy(y[rows.numpy()]).to(device)
+        return nn.functional.cross_entropy(model(inputs, task), targets), len(rows)
+
     last_epoch = float("nan")
     for _ in range(cfg.num_rounds * cfg.local_epochs):
         total, count = 0.0, 0
-        for task, batch in _task_batches(cfg, pooled, generator):
-            x, y = pooled[task]
-            inputs = model.backbone.prepare(x[batch.numpy()], device)
-            targets = torch.from_numpy(y[batch.numpy()]).to(device)
-            optimizer.zero_grad()
-            loss = loss_fn(model(inputs, task), targets)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(batch)
-            count += len(batch)
+        for value, size in gradient_steps(optimizer, _task_batches(cfg, pooled, generator), loss):
+            total += value * size
+            count += size
         last_epoch = total / max(count, 1)
     return model, last_epoch
 

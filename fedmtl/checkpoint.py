@@ -22,8 +22,9 @@ import numpy as np
 
 from fedmtl.atomic import atomic_file
 from fedmtl.records import NDArrays
+from fedmtl.results.files import CHECKPOINT_FILE
 
-CHECKPOINT_FILE = "checkpoint.pkl"
+__all__ = ["CHECKPOINT_FILE", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 FORMAT_VERSION = 1
 
 

@@ -6,17 +6,18 @@ Commands: simulate, compare, report, deploy (local, stop), scopes, pretrain, exp
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fedmtl.assembly import load_run
 from fedmtl.config import (
     SIMULATIONS_DIR,
     ConfigError,
     ExperimentConfig,
-    load_experiment,
     parse_override,
 )
 from fedmtl.deploy.local import (
@@ -26,14 +27,14 @@ from fedmtl.deploy.local import (
     deploy_local,
     stop_recorded,
 )
-from fedmtl.results import CONFIG_FILE
+from fedmtl.results import CONFIG_FILE, RunDirectory
 
 DEFAULT_EXPERIMENT = "digits"
 
 
 def _load(args: argparse.Namespace) -> ExperimentConfig:
     overrides = dict(parse_override(text) for text in args.set or [])
-    return load_experiment(args.experiment, overrides)
+    return load_run(args.experiment, overrides)
 
 
 def _add_experiment_args(parser: argparse.ArgumentParser) -> None:
@@ -59,10 +60,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         run_dir, cfg = _resumable(args)
         run_dir = simulate(cfg, run_dir=run_dir, verbose=args.verbose, resume=True)
         print(f"run directory: {run_dir}")
-        return 0
+        return run_exit_status(run_dir)
     cfg = _load(args)
     run_dir = simulate(cfg, verbose=args.verbose)
     print(f"run directory: {run_dir}")
+    return run_exit_status(run_dir)
+
+
+def run_exit_status(run_dir: Path) -> int:
+    """1 when the run failed (``summary.json`` says why, or there is none), else 0.
+
+    The outcome is read from disk, not from an exception: an exception in the
+    ServerApp does not reliably leave Ray's ``run_simulation``.
+    """
+    outcome = RunDirectory(run_dir).outcome()
+    if outcome.failed:
+        print(
+            f"fedmtl: run failed: {outcome.failure}; results so far are in {run_dir}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -78,7 +95,7 @@ def _resumable(args: argparse.Namespace) -> tuple[Path, ExperimentConfig]:
             "resume",
             f"a resumed run keeps its config; only num-rounds may change, got {sorted(overrides)}",
         )
-    return run_dir, load_experiment(str(config_file), overrides)
+    return run_dir, load_run(str(config_file), overrides)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -86,9 +103,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fedmtl.compare import run_comparison
 
     overrides = dict(parse_override(text) for text in args.set or [])
-    load_experiment(args.experiment, overrides)  # a bad key stops here, before any run
+    load_run(args.experiment, overrides)  # a bad key stops here, before any run
     for strategy in args.strategies:
-        load_experiment(args.experiment, {**overrides, "strategy": strategy})
+        load_run(args.experiment, {**overrides, "strategy": strategy})
     folder = run_comparison(
         args.experiment,
         args.strategies,
@@ -104,7 +121,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Rebuild the tables and plots of a saved run or comparison."""
-    from fedmtl.compare import rebuild_report
+    from fedmtl.results.rebuild import rebuild_report  # matplotlib only when drawing
 
     try:
         written = rebuild_report(Path(args.directory))
@@ -281,8 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def import_from_working_directory() -> None:
+    """Let ``"module:Class"`` plug-ins live in the current directory, as ``python -m`` does.
+
+    The directory goes first on ``sys.path`` (this process: the ServerApp) and on
+    ``PYTHONPATH`` (processes started from here: Ray's workers run the ClientApps).
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if cwd not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([cwd, *paths])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; bad configuration exits with status 2 and names the key."""
+    import_from_working_directory()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

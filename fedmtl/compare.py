@@ -11,53 +11,29 @@ starts its own Ray session. Two references come with the strategies:
 * ``centralized`` (all clients' data pooled into one multi-task model, see
   :mod:`fedmtl.centralized`): the upper reference.
 
-Outputs, in ``<output-dir>/compare-<name>-<timestamp>/``: ``results.json`` (every
-run's final-round and best-round per-task statistics and its run directory),
-``compare.md`` and ``compare.csv`` (final round, mean ± std over seeds, gain over
-local-only per task) and ``plots/`` (see :mod:`fedmtl.compare_plots`).
-``fedmtl report <compare dir>`` rebuilds the tables and plots from
-``results.json``.
+Outputs, in ``<output-dir>/compare-<name>-<timestamp>/``: ``results.json``,
+``compare.md``, ``compare.csv`` and ``plots/``; their format and the tables
+are :mod:`fedmtl.results.compare`'s. ``fedmtl report <compare dir>`` rebuilds
+the tables and plots from ``results.json``.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedmtl.atomic import atomic_write_text
-from fedmtl.config import ExperimentConfig, load_experiment
-from fedmtl.plots import METRICS_FILE, read_metrics, write_run_plots
-from fedmtl.report import REPORT_FILE, run_report
-from fedmtl.results import SUMMARY_FILE, RunDirectory, summarize_run
-
-RESULTS_FILE = "results.json"
-LOCAL_ONLY = "local-only"
-CENTRALIZED = "centralized"
-# Per-task statistics of the final round that the table reports.
-STATISTICS = ("accuracy-mean", "accuracy-std", "accuracy-worst", "accuracy-p10")
-
-
-def _run_entry(run_dir: Path) -> dict[str, Any]:
-    records = read_metrics(run_dir / METRICS_FILE)
-    summary = summarize_run(records)
-    curves = {
-        str(r["round"]): {t: s.get("accuracy-mean") for t, s in r["evaluate"]["tasks"].items()}
-        for r in records
-        if r["evaluate"]["tasks"]
-    }
-    return {
-        "run-dir": str(run_dir),
-        "final": summary.get("final", {}),
-        "best-round": summary.get("best-round", {}),
-        "rounds": curves,
-    }
+from fedmtl.assembly import load_run
+from fedmtl.config import ExperimentConfig
+from fedmtl.results.compare import (
+    CENTRALIZED,
+    LOCAL_ONLY,
+    run_entry,
+    write_comparison_report,
+    write_comparison_results,
+)
 
 
 def run_comparison(
@@ -95,7 +71,7 @@ def run_comparison(
         from fedmtl.simulation import simulate as simulate_on_ray
 
         simulate = simulate_on_ray
-    base = load_experiment(experiment, overrides)
+    base = load_run(experiment, overrides)
     root = Path(output_dir or base.output_dir)
     folder = root / f"compare-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True)
@@ -114,11 +90,14 @@ def run_comparison(
         for name in names:
             values = {**(overrides or {}), "strategy": name, "seed": seed}
             values.update({"output-dir": str(folder / "runs"), "feature-cache-dir": cache})
-            cfg = load_experiment(experiment, values)
+            cfg = load_run(experiment, values)
             print(f"compare: {name}, seed {seed}", flush=True)
             run_dir = simulate(cfg)
-            results["runs"].setdefault(name, {})[str(seed)] = _run_entry(run_dir)
-            _write_json(folder, results)  # what finished so far stays on disk
+            entry = run_entry(run_dir)
+            if entry["failure"]:
+                print(f"compare: {name}, seed {seed} failed: {entry['failure']}", flush=True)
+            results["runs"].setdefault(name, {})[str(seed)] = entry
+            write_comparison_results(folder, results)  # what finished so far stays on disk
         if references:
             cfg = dataclasses.replace(base, seed=seed)
             print(f"compare: centralized reference, seed {seed}", flush=True)
@@ -128,119 +107,6 @@ def run_comparison(
                 "learning-rate": central["learning-rate"],
                 "epochs": central["epochs"],
             }
-            _write_json(folder, results)
-    write_report(folder)
+            write_comparison_results(folder, results)
+    write_comparison_report(folder)
     return folder
-
-
-def _write_json(folder: Path, results: Mapping[str, Any]) -> None:
-    atomic_write_text(folder / RESULTS_FILE, json.dumps(results, indent=1, sort_keys=True))
-
-
-def comparison_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per (strategy, task): final-round statistics, mean and std over seeds.
-
-    ``gain`` is the strategy's ``accuracy-mean`` minus local-only's, per seed,
-    averaged over seeds (``None`` without a local-only run).
-    """
-    runs: Mapping[str, Mapping[str, Any]] = results["runs"]
-    local = runs.get(LOCAL_ONLY, {})
-    rows = []
-    for strategy in results["strategies"]:
-        per_seed = runs.get(strategy, {})
-        if not per_seed:
-            continue
-        tasks = sorted({t for entry in per_seed.values() for t in entry["final"]})
-        for task in tasks:
-            row: dict[str, Any] = {"strategy": strategy, "task": task, "seeds": len(per_seed)}
-            for stat in STATISTICS:
-                values = [e["final"][task][stat] for e in per_seed.values() if task in e["final"]]
-                row[stat] = statistics.mean(values)
-                row[f"{stat}-sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
-            gains = [
-                entry["final"][task]["accuracy-mean"] - local[seed]["final"][task]["accuracy-mean"]
-                for seed, entry in per_seed.items()
-                if seed in local and task in local[seed]["final"] and task in entry["final"]
-            ]
-            row["gain"] = statistics.mean(gains) if gains else None
-            rows.append(row)
-    return rows
-
-
-def format_markdown(rows: Sequence[Mapping[str, Any]], seeds: int) -> str:
-    """The comparison table: strategies as rows, tasks as column groups."""
-    tasks = sorted({r["task"] for r in rows})
-    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
-    by_key = {(r["strategy"], r["task"]): r for r in rows}
-    header = ["strategy"] + [f"{t}: mean ± sd / worst / p10 / gain" for t in tasks]
-    lines = [
-        f"Final round, client accuracy per task; mean ± sd over {seeds} seed(s); worst client "
-        "and 10th percentile averaged over seeds; gain = mean minus local-only's.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|---|" + "---:|" * len(tasks),
-    ]
-    for strategy in strategies:
-        cells = []
-        for task in tasks:
-            row = by_key.get((strategy, task))
-            if row is None:
-                cells.append("-")
-                continue
-            gain = "-" if row["gain"] is None else f"{row['gain']:+.3f}"
-            cells.append(
-                f"{row['accuracy-mean']:.3f} ± {row['accuracy-mean-sd']:.3f} / "
-                f"{row['accuracy-worst']:.3f} / {row['accuracy-p10']:.3f} / {gain}"
-            )
-        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def format_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The comparison rows as CSV (one row per strategy and task)."""
-    columns = ["strategy", "task", "seeds"]
-    columns += [c for stat in STATISTICS for c in (stat, f"{stat}-sd")] + ["gain"]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: row.get(c) for c in columns})
-    return out.getvalue()
-
-
-def write_report(folder: Path) -> list[Path]:
-    """(Re)write ``compare.md``, ``compare.csv`` and the plots from ``results.json``."""
-    from fedmtl.compare_plots import plot_comparison
-
-    results = json.loads((folder / RESULTS_FILE).read_text())
-    rows = comparison_rows(results)
-    markdown = folder / "compare.md"
-    markdown.write_text(format_markdown(rows, len(results["seeds"])))
-    table = folder / "compare.csv"
-    table.write_text(format_csv(rows))
-    return [markdown, table, *plot_comparison(results, rows, folder / "plots")]
-
-
-def rebuild_report(directory: Path) -> list[Path]:
-    """Rewrite the tables and plots of a run or comparison directory; return the files.
-
-    Raises
-    ------
-    FileNotFoundError
-        When ``directory`` holds neither ``metrics.jsonl`` nor ``results.json``.
-    """
-    if (directory / RESULTS_FILE).exists():
-        return write_report(directory)
-    if not (directory / METRICS_FILE).exists():
-        raise FileNotFoundError(
-            f"{directory} holds neither {METRICS_FILE} (a run) nor {RESULTS_FILE} (a comparison)"
-        )
-    run = RunDirectory(directory)
-    summary = summarize_run(read_metrics(directory / METRICS_FILE))
-    summary_path = directory / SUMMARY_FILE
-    if summary_path.exists():  # keep what only the run knew (its config)
-        summary = {**json.loads(summary_path.read_text()), **summary}
-    run.write_summary(summary)
-    report = directory / REPORT_FILE
-    report.write_text(run_report(directory))
-    return [summary_path, report, *write_run_plots(directory)]

@@ -4,7 +4,7 @@ Server to client (train and evaluate)::
 
     "arrays"       ArrayRecord   shared scope (the only record stock strategies see)
     "task-arrays"  ArrayRecord   task scope of the receiving client's task (if any)
-    "config"       ConfigRecord  server-round, local-epochs, learning-rate, ...
+    "config"       ConfigRecord  server-round, local-epochs, learning-rate, ... (Instruction)
 
 Client to server::
 
@@ -18,12 +18,18 @@ Local-scope weights never appear in any message. This module imports no torch.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app.typing import ConfigRecordValues
+
+Scalar = TypeVar("Scalar", int, float, str, bool)
 
 ARRAYS = "arrays"
 TASK_ARRAYS = "task-arrays"
@@ -32,9 +38,18 @@ METRICS = "metrics"
 CLIENT = "client"
 NUM_EXAMPLES = "num-examples"
 QUERY_KEY = "fedmtl-query"
-# Training keys a strategy may put in the server's "config" record (see fedmtl.training).
+
+# Keys of the server's "config" record (train and evaluate); :class:`Instruction` decodes them.
+SERVER_ROUND = "server-round"  # set by every Flower strategy's configure_train/evaluate
+LOCAL_EPOCHS = "local-epochs"  # absent: the experiment's local-epochs
+BATCH_SIZE = "batch-size"  # absent: the experiment's batch-size
+LEARNING_RATE = "learning-rate"  # absent: the experiment's learning-rate
+PROXIMAL_MU = "proximal-mu"  # FedProx (Flower's): weight of the proximal term, 0 = none
+# The client routine that does the local work (fedmtl.routines); absent: "default".
+ROUTINE = "client-routine"
+DEFAULT_ROUTINE = "default"
 HEAD_EPOCHS = "head-epochs"  # FedRep: epochs on the head (body frozen) before the body epochs
-# FedBABU (evaluate config): fine-tune a copy of the head this many epochs, then evaluate.
+# FedBABU and unseen clients (evaluate): fine-tune a copy of the head this long, then evaluate.
 HEAD_FINETUNE_EPOCHS = "head-finetune-epochs"
 # Ditto (train and evaluate config): lambda of the personal model's proximal term.
 PERSONAL_LAMBDA = "personal-lambda"
@@ -83,7 +98,10 @@ class ClientInfo:
     def from_content(cls, content: RecordDict) -> ClientInfo:
         """Read the ``"client"`` entry of a reply (raises ``KeyError`` if absent)."""
         record = content.config_records[CLIENT]
-        return cls(client_id=int(record["client-id"]), task=str(record["task"]))  # type: ignore[arg-type]
+        return cls(
+            client_id=config_value(record, "client-id", int),
+            task=config_value(record, "task", str),
+        )
 
 
 def reply_content(
@@ -101,17 +119,142 @@ def reply_content(
     return content
 
 
-def instruction_content(
-    shared: ArrayRecord, config: ConfigRecord, task: ArrayRecord | None = None
-) -> RecordDict:
-    """Build a server-to-client message body."""
-    content = RecordDict({ARRAYS: shared, CONFIG: config})
-    if task is not None:
-        content[TASK_ARRAYS] = task
-    return content
-
-
 def metric_values(content: RecordDict) -> dict[str, float]:
     """The reply's scalar metrics as floats (lists are dropped)."""
     record = content.metric_records.get(METRICS, MetricRecord())
     return {k: float(v) for k, v in record.items() if isinstance(v, int | float)}
+
+
+class InstructionError(ValueError):
+    """A key of a config record holds a value of the wrong type or out of range."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"config key '{key}' {problem}")
+        self.key = key
+
+
+def _typed(key: str, value: object, kind: type[Scalar]) -> Scalar:
+    """``value`` as ``kind``: an int is a float too, a bool is never a number; floats finite."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise InstructionError(key, f"must be {kind.__name__}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InstructionError(key, f"must be finite, got {value!r}")
+    return value
+
+
+def config_value(record: ConfigRecord, key: str, kind: type[Scalar]) -> Scalar:
+    """``record[key]`` checked to be ``kind`` (``KeyError`` if absent, else InstructionError)."""
+    return _typed(key, record[key], kind)
+
+
+def _key(wire: str, kind: type, default: object, low: float = 0, above: bool = False) -> Any:
+    """A field of :class:`Instruction`: its wire key, type and lowest allowed value."""
+    return field(default=default, metadata={"key": wire, "kind": kind, "low": low, "above": above})
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """What a train or evaluate message's ``"config"`` record asks, decoded and checked once.
+
+    Every known key has a typed field; ``None`` (or the field's default) means the
+    server did not send it, and the client falls back to the experiment's value.
+    Keys fedmtl does not know stay in ``extras`` for plug-in routines, read with
+    :meth:`extra_int`, :meth:`extra_float`, :meth:`extra_str` and :meth:`extra_bool`.
+    :meth:`decode` raises :class:`InstructionError` naming the key on a value of the
+    wrong type, a non-finite float or a value out of range; :meth:`encode` writes the
+    fields that differ from their defaults, so ``decode(encode(i)) == i``.
+    """
+
+    server_round: int = _key(SERVER_ROUND, int, 0)
+    local_epochs: int | None = _key(LOCAL_EPOCHS, int, None)
+    batch_size: int | None = _key(BATCH_SIZE, int, None, low=1)
+    learning_rate: float | None = _key(LEARNING_RATE, float, None, above=True)
+    proximal_mu: float = _key(PROXIMAL_MU, float, 0.0)
+    routine: str = _key(ROUTINE, str, DEFAULT_ROUTINE)
+    head_epochs: int = _key(HEAD_EPOCHS, int, 0)
+    head_finetune_epochs: int = _key(HEAD_FINETUNE_EPOCHS, int, 0)
+    personal_lambda: float | None = _key(PERSONAL_LAMBDA, float, None)
+    global_view_epochs: int = _key(GLOBAL_VIEW_EPOCHS, int, 0)
+    checkpoint_round: int | None = _key(CHECKPOINT_ROUND, int, None)
+    extras: Mapping[str, ConfigRecordValues] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for f in _known_fields():
+            value = getattr(self, f.name)
+            if value is not None and value != f.default:
+                value = _typed(f.metadata["key"], value, f.metadata["kind"])
+                _check_range(f, value)
+                object.__setattr__(self, f.name, value)  # an int given for a float field
+        clash = sorted(set(self.extras) & set(KNOWN_KEYS))
+        if clash:
+            raise InstructionError(clash[0], "is a known key: set its field, not an extra")
+
+    @classmethod
+    def decode(cls, record: ConfigRecord) -> Instruction:
+        """The instruction a config record holds (known keys typed, the rest in ``extras``)."""
+        known = {f.metadata["key"]: f for f in _known_fields()}
+        values = {
+            known[key].name: _typed(key, value, known[key].metadata["kind"])
+            for key, value in record.items()
+            if key in known
+        }
+        extras = {key: value for key, value in record.items() if key not in known}
+        return cls(**values, extras=extras)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> Instruction:
+        """The instruction of a server message (its ``"config"`` record; none: all defaults)."""
+        return cls.decode(content.config_records.get(CONFIG, ConfigRecord()))
+
+    def encode(self) -> ConfigRecord:
+        """The config record of this instruction: fields that differ from their defaults."""
+        entries: dict[str, ConfigRecordValues] = {
+            f.metadata["key"]: getattr(self, f.name)
+            for f in _known_fields()
+            if getattr(self, f.name) != f.default
+        }
+        return ConfigRecord({**entries, **self.extras})
+
+    def sent_keys(self) -> frozenset[str]:
+        """The known keys whose value differs from the default (what :meth:`encode` writes)."""
+        return frozenset(
+            f.metadata["key"] for f in _known_fields() if getattr(self, f.name) != f.default
+        )
+
+    def extra_int(self, key: str, default: int) -> int:
+        """The plug-in key ``key`` as an int (``default`` when absent)."""
+        return self._extra(key, default, int)
+
+    def extra_float(self, key: str, default: float) -> float:
+        """The plug-in key ``key`` as a finite float (``default`` when absent)."""
+        return self._extra(key, default, float)
+
+    def extra_str(self, key: str, default: str) -> str:
+        """The plug-in key ``key`` as a string (``default`` when absent)."""
+        return self._extra(key, default, str)
+
+    def extra_bool(self, key: str, default: bool) -> bool:
+        """The plug-in key ``key`` as a bool (``default`` when absent)."""
+        return self._extra(key, default, bool)
+
+    def _extra(self, key: str, default: Scalar, kind: type[Scalar]) -> Scalar:
+        return default if key not in self.extras else _typed(key, self.extras[key], kind)
+
+
+def _known_fields() -> tuple[dataclasses.Field[Any], ...]:
+    return tuple(f for f in dataclasses.fields(Instruction) if "key" in f.metadata)
+
+
+def _check_range(f: dataclasses.Field[Any], value: float | str) -> None:
+    low, above = f.metadata["low"], f.metadata["above"]
+    if isinstance(value, str):
+        if not value:
+            raise InstructionError(f.metadata["key"], "must not be empty")
+    elif value < low or (above and value == low):
+        bound = f"> {low}" if above else f">= {low}"
+        raise InstructionError(f.metadata["key"], f"must be {bound}, got {value!r}")
+
+
+KNOWN_KEYS: tuple[str, ...] = tuple(f.metadata["key"] for f in _known_fields())

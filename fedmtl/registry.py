@@ -1,10 +1,15 @@
-"""One registry pattern for everything pluggable (datasets, backbones, ...)."""
+"""One registry pattern for everything pluggable.
+
+Datasets, backbones, partitioners, fine-tuning modes and strategies each keep a
+:class:`Registry`: unique lower-case names, registered in one visible line,
+"did you mean" on a typo. Iterating a registry gives its names, sorted.
+"""
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -72,3 +77,10 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        """The registered names, sorted (as :meth:`names`)."""
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())

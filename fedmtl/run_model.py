@@ -12,13 +12,16 @@ import itertools
 from functools import lru_cache
 
 from fedmtl.config import ConfigError, ExperimentConfig, partition_spec, scope_rules
-from fedmtl.data import build_federation
+from fedmtl.data import ClientData, build_federation
+from fedmtl.data.checks import DatasetContractError, check_client_data, check_dataset_spec
+from fedmtl.data.partitioners import PartitionError
 from fedmtl.models import (
     BackboneOptionError,
     BackboneUnavailable,
     MultiTaskModel,
     build_model,
 )
+from fedmtl.models.checks import BackboneContractError, check_backbone_output
 from fedmtl.models.lora import apply_lora
 from fedmtl.scopes import assign_scopes
 
@@ -77,20 +80,20 @@ def run_scopes(cfg: ExperimentConfig) -> dict[str, str]:
 def check_run_inputs(cfg: ExperimentConfig) -> None:
     """Load every client's data and the initial model once, before any runtime starts.
 
-    A missing data file, weights file or optional package then stops the run with
-    the key to fix, instead of failing inside a Ray worker.
+    A missing data file, weights file or optional package, data that cannot be
+    split as asked, or a plug-in that returns what fedmtl cannot use then stops
+    the run with the key to fix, instead of failing inside a Ray worker.
 
     Raises
     ------
     ConfigError
-        Naming ``dataset-options``, ``backbone``, ``backbone-options`` or ``pretrained``.
+        Naming the key: ``dataset``, ``dataset-options``, a partitioner's key
+        (``classes-per-client``, ``dirichlet-alpha``, ``num-clients``, ...),
+        ``backbone``, ``backbone-options`` or ``pretrained``.
     """
+    clients = _check_data(cfg)
     try:
-        build_federation(partition_spec(cfg))
-    except (FileNotFoundError, ValueError) as exc:
-        raise ConfigError("dataset-options", str(exc)) from None
-    try:
-        initial_model(cfg)
+        model = initial_model(cfg)
     except BackboneOptionError as exc:
         raise ConfigError("backbone-options", str(exc)) from None
     except FileNotFoundError as exc:
@@ -98,3 +101,29 @@ def check_run_inputs(cfg: ExperimentConfig) -> None:
         raise ConfigError(key, str(exc)) from None
     except (BackboneUnavailable, ValueError) as exc:
         raise ConfigError("backbone", str(exc)) from None
+    sample = next((c.x_train[:2] for c in clients if len(c.x_train)), None)
+    if sample is not None:
+        try:
+            check_backbone_output(cfg.backbone, model.backbone, sample)
+        except BackboneContractError as exc:
+            raise ConfigError("backbone", str(exc)) from None
+
+
+def _check_data(cfg: ExperimentConfig) -> tuple[ClientData, ...]:
+    """Every client's data, split and checked against the dataset's contract."""
+    spec = partition_spec(cfg)
+    # With options the data is the user's own (files, directories): that is the key to fix.
+    data_key = "dataset-options" if cfg.dataset_options else "dataset"
+    try:
+        dataset = spec.dataset_spec()
+        check_dataset_spec(dataset)
+        clients = build_federation(spec)
+        for client in clients:
+            check_client_data(client, dataset)
+    except PartitionError as exc:
+        raise ConfigError(exc.key, str(exc)) from None
+    except DatasetContractError as exc:
+        raise ConfigError(data_key, str(exc)) from None
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError("dataset-options", str(exc)) from None
+    return clients

@@ -18,26 +18,31 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from fedmtl.assembly import build_inner_strategy, experiment_from_run_config
 from fedmtl.checkpoint import Checkpoint, save_checkpoint
-from fedmtl.config import ExperimentConfig, config_from_run_config
-from fedmtl.metrics import summarize_rows
+from fedmtl.config import ExperimentConfig
 from fedmtl.models.state import export_arrays
 from fedmtl.panels import attackers, evaluation_panel, holdout_clients
-from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics, write_run_plots
 from fedmtl.records import (
     CHECKPOINT_ROUND,
     GLOBAL_VIEW_EPOCHS,
-    HEAD_FINETUNE_EPOCHS,
+    Instruction,
     from_record,
     to_record,
 )
-from fedmtl.report import REPORT_FILE, run_report
-from fedmtl.results import RunDirectory, summarize_run
+from fedmtl.results import (
+    PhaseRecord,
+    RoundRecord,
+    RunDirectory,
+    RunOutcome,
+    describe_skips,
+    format_task_table,
+)
+from fedmtl.results.rebuild import write_run_outputs, write_summary
 from fedmtl.run_model import fresh_model, run_scopes
 from fedmtl.scopes import keys_in, task_relevant
-from strategies import ScopedStrategy, build_strategy
-from strategies.registry import Sampling
-from strategies.scoped import NotEnoughNodesError
+from strategies import ScopedStrategy
+from strategies.scoped import NotEnoughNodesError, ScopedOptions
 
 
 def initial_arrays(cfg: ExperimentConfig) -> tuple[ArrayRecord, dict[str, ArrayRecord]]:
@@ -120,37 +125,37 @@ class RoundRecorder:
         replies = self.grid.send_and_receive(messages, timeout=self.cfg.round_timeout_s)
         self.strategy.aggregate_evaluate(0, replies)
 
-    def _record(self, server_round: int, now: float) -> dict[str, Any]:
+    def _record(self, server_round: int, now: float) -> RoundRecord:
         log = self.strategy.rounds[server_round]
-        return {
-            "round": server_round,
-            "time": {"round-s": round(now - self.last, 4), "elapsed-s": round(now - self.start, 4)},
-            "comm": {"bytes-up": log.bytes_up, "bytes-down": log.bytes_down},
-            "evaluate": {
-                "tasks": summarize_rows(log.evaluate),
-                "clients": [row.to_json() for row in log.evaluate],
-            },
-            "train": {
-                "tasks": summarize_rows(log.train),
-                "clients": [row.to_json() for row in log.train],
-            },
-            "rejected": [row.to_json() for row in log.rejected],
-            "failures": [row.to_json() for row in log.failures],
-            "skipped": log.skipped,
-        }
+        return RoundRecord(
+            round=server_round,
+            round_s=round(now - self.last, 4),
+            elapsed_s=round(now - self.start, 4),
+            bytes_up=log.bytes_up,
+            bytes_down=log.bytes_down,
+            train=PhaseRecord.of(log.train),
+            evaluate=PhaseRecord.of(log.evaluate),
+            rejected=tuple(log.rejected),
+            failures=tuple(log.failures),
+            skipped=log.skipped,
+            skip_reason=log.skip_reason,
+            strategy=dict(log.strategy_metrics),
+        )
 
-    def _print(self, record: dict[str, Any]) -> None:
+    def _print(self, record: RoundRecord) -> None:
         parts = []
-        for task, stats in record["evaluate"]["tasks"].items():
+        for task, stats in record.evaluate.tasks.items():
             acc, worst = stats.get("accuracy-mean"), stats.get("accuracy-worst")
             if acc is not None:
                 parts.append(f"{task} {acc:.3f} (worst {worst:.3f})")
         extra = ""
-        if record["rejected"] or record["failures"]:
-            extra = f"  [{len(record['rejected'])} rejected, {len(record['failures'])} failed]"
+        if record.rejected or record.failures:
+            extra = f"  [{len(record.rejected)} rejected, {len(record.failures)} failed]"
+        if record.skipped:
+            extra += f"  [skipped: {record.skip_reason or 'no reason recorded'}]"
         print(
-            f"round {record['round']:>3}/{self.cfg.num_rounds}  "
-            f"{record['time']['round-s']:6.2f}s  " + " | ".join(parts) + extra,
+            f"round {record.round:>3}/{self.cfg.num_rounds}  "
+            f"{record.round_s or 0.0:6.2f}s  " + " | ".join(parts) + extra,
             file=self.out,
             flush=True,
         )
@@ -161,6 +166,10 @@ def run_server(
 ) -> dict[str, Any]:
     """Run the whole federation for ``cfg``, writing into ``run``; return the summary.
 
+    A run that trained nothing (every round skipped, or no valid training reply)
+    does not raise: its summary says ``"status": "failed"`` and the ``"failure"``,
+    on disk too, where ``fedmtl simulate`` and ``fedmtl deploy`` read it.
+
     With ``resume`` the federation continues after the checkpoint's round: the
     strategy's state, the global arrays and the random states are restored, and
     ``metrics.jsonl`` keeps only the rounds the checkpoint covers.
@@ -168,30 +177,24 @@ def run_server(
     random.seed(cfg.seed)  # Flower samples nodes with the global `random`
     np.random.seed(cfg.seed)
     shared, per_task = initial_arrays(cfg)
-    inner = build_strategy(
-        cfg.strategy,
-        cfg.strategy_options,
-        Sampling(cfg.fraction_train, cfg.fraction_evaluate, cfg.expected_clients),
-    )
+    inner = build_inner_strategy(cfg)
     strategy = ScopedStrategy(
         inner,
         per_task,
-        query_timeout=cfg.round_timeout_s,
-        evaluate_every=cfg.evaluate_every,
-        final_round=cfg.num_rounds,
-        excluded_clients=holdout_clients(cfg),
-        evaluate_panel=evaluation_panel(cfg),
-        node_wait_timeout=cfg.node_wait_timeout_s,
-        sampling_seed=cfg.seed,
-        max_update_ratio=cfg.max_update_ratio,
+        ScopedOptions(
+            query_timeout=cfg.round_timeout_s,
+            evaluate_every=cfg.evaluate_every,
+            final_round=cfg.num_rounds,
+            excluded_clients=holdout_clients(cfg),
+            evaluate_panel=evaluation_panel(cfg),
+            node_wait_timeout=cfg.node_wait_timeout_s,
+            sampling_seed=cfg.seed,
+            max_update_ratio=cfg.max_update_ratio,
+        ),
     )
-    train_config = ConfigRecord(
-        {
-            "local-epochs": cfg.local_epochs,
-            "batch-size": cfg.batch_size,
-            "learning-rate": cfg.learning_rate,
-        }
-    )
+    train_config = Instruction(
+        local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate
+    ).encode()
     evaluate_config = ConfigRecord()
     if cfg.global_view_epochs:
         evaluate_config[GLOBAL_VIEW_EPOCHS] = cfg.global_view_epochs
@@ -222,24 +225,21 @@ def run_server(
     except NotEnoughNodesError as exc:
         # What finished stays on disk, summarized, before the run ends with the reason.
         print(f"fedmtl: stopping: {exc}", file=sys.stderr, flush=True)
-        run.write_summary(summarize_run(read_metrics(run.path / METRICS_FILE)))
+        write_summary(run, stopped=str(exc))
         raise
     final = result.arrays if len(result.arrays) else shared
     run.save_arrays("shared", from_record(final))
     for task, record in strategy.current_task_arrays().items():
         run.save_arrays(f"task-{task}", from_record(record))
     unseen = _evaluate_unseen(cfg, strategy, grid, final)
-    records = read_metrics(run.path / METRICS_FILE)
-    summary = summarize_run(records)
+    extra: dict[str, Any] = {"config": cfg.to_dict()}
     if unseen is not None:
-        summary["unseen"] = unseen
+        extra["unseen"] = unseen
     if cfg.attack != "none":
-        summary["attackers"] = sorted(attackers(cfg))
-    summary["config"] = cfg.to_dict()
-    run.write_summary(summary)
-    write_run_plots(run.path)
-    (run.path / REPORT_FILE).write_text(run_report(run.path))
-    _print_final(records)
+        extra["attackers"] = sorted(attackers(cfg))
+    # The summary says whether the run failed ("status"); the entry points read it there.
+    summary = write_run_outputs(run, extra)
+    _print_final(run.rounds(), RunOutcome.from_summary(summary))
     return summary
 
 
@@ -250,33 +250,43 @@ def _evaluate_unseen(
     held_out = holdout_clients(cfg)
     if not held_out:
         return None
-    config = ConfigRecord(
-        {"server-round": cfg.num_rounds, HEAD_FINETUNE_EPOCHS: cfg.unseen_finetune_epochs}
-    )
+    config = Instruction(
+        server_round=cfg.num_rounds, head_finetune_epochs=cfg.unseen_finetune_epochs
+    ).encode()
     log = strategy.evaluate_nodes(held_out, arrays, config, grid, cfg.round_timeout_s)
+    evaluated = PhaseRecord.of(log.evaluate)
     unseen = {
         "finetune-epochs": cfg.unseen_finetune_epochs,
-        "tasks": summarize_rows(log.evaluate),
-        "clients": [row.to_json() for row in log.evaluate],
+        **evaluated.to_json(),
         "rejected": [row.to_json() for row in log.rejected],
         "failures": [row.to_json() for row in log.failures],
     }
     print(f"\nunseen clients {sorted(held_out)} (head tuned {cfg.unseen_finetune_epochs} epochs):")
-    print(format_task_table({"evaluate": unseen}), flush=True)
+    print(format_task_table(evaluated.tasks), flush=True)
     return unseen
 
 
-def _print_final(records: list[dict[str, Any]]) -> None:
-    evaluated = [r for r in records if r["evaluate"]["tasks"]]
+def _print_final(records: list[RoundRecord], outcome: RunOutcome) -> None:
+    evaluated = [r for r in records if r.evaluate.tasks]
     if not evaluated:
         print("no evaluation results", flush=True)
-        return
-    print(f"\nround 0 (initial model), per task over clients:\n{format_task_table(evaluated[0])}")
-    print(
-        f"\nfinal round {evaluated[-1]['round']}, per task over clients:\n"
-        f"{format_task_table(evaluated[-1])}\n",
-        flush=True,
-    )
+    else:
+        print(
+            "\nround 0 (initial model), per task over clients:\n"
+            f"{format_task_table(evaluated[0].evaluate.tasks)}"
+        )
+        print(
+            f"\nfinal round {evaluated[-1].round}, per task over clients:\n"
+            f"{format_task_table(evaluated[-1].evaluate.tasks)}\n",
+            flush=True,
+        )
+    if outcome.skipped:
+        trained = sum(r.is_training_round for r in records)
+        print(
+            f"skipped rounds: {len(outcome.skipped)} of {trained} "
+            f"({describe_skips(outcome.skipped)})\n",
+            flush=True,
+        )
 
 
 def make_server_app(
@@ -292,7 +302,7 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        config = cfg if cfg is not None else config_from_run_config(context.run_config)
+        config = cfg if cfg is not None else experiment_from_run_config(context.run_config)
         run = RunDirectory(run_dir) if run_dir is not None else RunDirectory.create(config)
         run_server(grid, config, run, resume)
 

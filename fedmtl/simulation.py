@@ -10,6 +10,8 @@ from typing import Any
 
 from flwr.clientapp.typing import Mod
 
+from fedmtl.assembly import resolve_run
+from fedmtl.attacks import attack_mod
 from fedmtl.checkpoint import load_checkpoint
 from fedmtl.client_app import feature_cache_dir, make_client_app
 from fedmtl.config import ConfigError, ExperimentConfig
@@ -59,11 +61,14 @@ def simulate(
     """Run ``cfg`` with ``run_simulation`` on Ray; return the run directory.
 
     ``client_mods`` are Flower client mods added to every ClientApp (tests use
-    one to record what leaves the clients). With ``resume``, ``run_dir`` is an
+    one to record what leaves the clients); inside them sits the attack mod
+    (:func:`fedmtl.attacks.attack_mod`, a pass-through when nobody attacks),
+    which only simulation installs. With ``resume``, ``run_dir`` is an
     existing run that saved a checkpoint; it continues from there.
     """
     from flwr.simulation import run_simulation
 
+    cfg = resolve_run(cfg)  # strategy checked, its scope preset applied (idempotent)
     backend = backend_config(cfg)
     checkpoint = None
     if resume:
@@ -87,7 +92,7 @@ def simulate(
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     run_simulation(
         server_app=make_server_app(cfg, run.path, checkpoint),
-        client_app=make_client_app(cfg, client_mods),
+        client_app=make_client_app(cfg, [*(client_mods or []), attack_mod(cfg)]),
         num_supernodes=cfg.num_clients,
         backend_config=backend,
         verbose_logging=verbose,

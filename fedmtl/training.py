@@ -1,10 +1,16 @@
-"""Plain-torch local training and evaluation (no Flower types)."""
+"""Plain-torch local training and evaluation (no Flower types).
+
+:func:`train_local` trains one task's head (and whatever else is trainable) on
+a client's data; :func:`gradient_steps` is the loop every trainer here shares
+(also the centralized reference); :data:`OPTIMIZERS` maps optimizer names to
+factories; :func:`evaluate` measures a head.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +18,9 @@ import torch
 from torch import nn
 
 from fedmtl.models import MultiTaskModel
+from fedmtl.registry import Registry
+
+B = TypeVar("B")
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,31 @@ class TrainSettings:
     weight_decay: float = 0.0
     proximal_mu: float = 0.0
     seed: int = 0
+
+
+def client_seed(run_seed: int, server_round: int, client_id: int) -> int:
+    """The seed of one client's local work in one round (distinct per run, round and client)."""
+    return run_seed * 100_003 + server_round * 1009 + client_id
+
+
+OptimizerFactory = Callable[[list[nn.Parameter], TrainSettings], torch.optim.Optimizer]
+#: Optimizer name (``optimizer`` in the experiment) -> factory over the parameters to train.
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params: list[nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        params,
+        lr=settings.learning_rate,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
+
+
+@OPTIMIZERS.register("adam")
+def _adam(params: list[nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -69,6 +103,41 @@ def _freeze_modes(model: nn.Module) -> None:
             module.eval()
 
 
+def trainable_parameters(model: nn.Module, trainable: set[str]) -> list[nn.Parameter]:
+    """Unfreeze exactly ``trainable`` (train mode, frozen layers in eval mode); return them."""
+    model.train()
+    params = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+        if name in trainable:
+            params.append(param)
+    _freeze_modes(model)
+    return params
+
+
+def gradient_steps(
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[B],
+    loss: Callable[[B], tuple[torch.Tensor, int]],
+    penalty: Callable[[], torch.Tensor] | None = None,
+) -> list[tuple[float, int]]:
+    """One optimizer step per batch on its loss (+ ``penalty()``, if any).
+
+    ``loss(batch)`` gives the batch's mean data loss and its number of examples.
+    Returns both for every batch, in order (the loss without the penalty), so
+    callers average them over an epoch or over all epochs.
+    """
+    seen = []
+    for batch in batches:
+        optimizer.zero_grad()
+        value, size = loss(batch)
+        objective = value if penalty is None else value + penalty()
+        torch.autograd.backward(objective)
+        optimizer.step()
+        seen.append((float(value.detach()), size))
+    return seen
+
+
 def train_local(
     model: MultiTaskModel,
     task: str,
@@ -91,7 +160,7 @@ def train_local(
     x, y : numpy arrays
         Local inputs and task labels.
     settings : TrainSettings
-        Optimiser, epochs, batch size, seed.
+        Optimiser (a name in :data:`OPTIMIZERS`), epochs, batch size, seed.
     trainable : set of str
         Parameter names that may change (shared, task and local scopes); the rest
         are frozen (``requires_grad=False``).
@@ -107,50 +176,38 @@ def train_local(
     device = device or torch.device("cpu")
     # With cached features the backbone is not run: leave it where it is.
     (model.heads if features is not None else model).to(device)
-    model.train()
-    params = []
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in trainable)
-        if name in trainable:
-            params.append(param)
-    _freeze_modes(model)
+    params = trainable_parameters(model, trainable)
     if not params or settings.epochs == 0 or len(y) == 0:
         return {"loss": float("nan") if len(y) == 0 else 0.0, "num-examples": len(y)}
-    if settings.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(
-            params, lr=settings.learning_rate, weight_decay=settings.weight_decay
-        )
-    else:
-        optimizer = torch.optim.SGD(
-            params,
-            lr=settings.learning_rate,
-            momentum=settings.momentum,
-            weight_decay=settings.weight_decay,
-        )
+    optimizer = OPTIMIZERS.get(settings.optimizer)(params, settings)
+    named = dict(model.named_parameters())
     reference = {}
     if settings.proximal_mu > 0 and proximal_reference:
-        named = dict(model.named_parameters())
         reference = {k: v.detach().to(device) for k, v in proximal_reference.items() if k in named}
     ys = torch.from_numpy(y).to(device)
     torch.manual_seed(settings.seed)  # dropout and other global draws: same in every worker
     generator = torch.Generator().manual_seed(settings.seed)
-    loss_fn = nn.CrossEntropyLoss()
+
+    def loss(batch: torch.Tensor) -> tuple[torch.Tensor, int]:
+        logits = _logits(model, task, x, features, batch, device)
+        return nn.functional.cross_entropy(logits, ys[batch]), len(batch)
+
+    def proximal() -> torch.Tensor:
+        terms = [((named[k] - ref) ** 2).sum() for k, ref in reference.items()]
+        return settings.proximal_mu / 2 * sum(terms[1:], terms[0])
+
+    penalty = proximal if reference else None
     total, count = 0.0, 0
-    named_params = dict(model.named_parameters())
     for _ in range(settings.epochs):
-        for batch in _batches(len(ys), settings.batch_size, generator):
-            if len(batch) < 2 and len(ys) >= 2:
-                continue  # batch norm cannot train on a single example
-            optimizer.zero_grad()
-            loss = loss_fn(_logits(model, task, x, features, batch, device), ys[batch])
-            objective = loss
-            if reference:
-                prox = sum(((named_params[k] - ref) ** 2).sum() for k, ref in reference.items())
-                objective = loss + settings.proximal_mu / 2 * prox
-            objective.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(batch)
-            count += len(batch)
+        # batch norm cannot train on a single example
+        batches = [
+            batch
+            for batch in _batches(len(ys), settings.batch_size, generator)
+            if len(batch) >= 2 or len(ys) < 2
+        ]
+        for value, size in gradient_steps(optimizer, batches, loss, penalty):
+            total += value * size
+            count += size
     return {"loss": total / max(count, 1), "num-examples": len(y)}
 
 

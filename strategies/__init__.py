@@ -14,10 +14,11 @@ from strategies.registry import (
     build_strategy,
     register,
 )
-from strategies.scoped import ScopedStrategy
+from strategies.scoped import ScopedOptions, ScopedStrategy
 
 __all__ = [
     "STRATEGIES",
+    "ScopedOptions",
     "ScopedStrategy",
     "StrategyOptionError",
     "available_strategies",

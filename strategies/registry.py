@@ -60,6 +60,7 @@ from flwr.serverapp.strategy import (
 )
 
 from fedmtl.registry import Registry, RegistryError, is_valid_name
+from fedmtl.scopes import ScopePreset, describe_bad_preset
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,20 @@ ENTRY_POINT_GROUP = "fedmtl.strategies"
 
 
 class StrategyOptionError(ValueError):
-    """A strategy name or option that cannot be used, with what is allowed."""
+    """A strategy name or option that cannot be used, with what is allowed.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong and what is allowed.
+    options : bool
+        Whether the strategy's options are at fault (rather than its name,
+        import or declaration).
+    """
+
+    def __init__(self, message: str, *, options: bool = False) -> None:
+        super().__init__(message)
+        self.options = options
 
 
 @dataclass(frozen=True)
@@ -132,6 +146,22 @@ def _provider(obj: object) -> str:
     dists = _packages_distributions().get(module.partition(".")[0], [])
     where = f"distribution '{', '.join(sorted(set(dists)))}'" if dists else "no distribution"
     return f"{module}:{qualname} from {where}"
+
+
+def check_scope_preset(label: str, factory: object) -> None:
+    """A strategy's ``scope_preset`` is absent or a :class:`~fedmtl.scopes.ScopePreset`.
+
+    Checked when a strategy is registered, loaded from a plug-in or imported as
+    ``"package.module:ClassName"``, so a misspelled scope is an error, not ignored.
+
+    Raises
+    ------
+    StrategyOptionError
+        Naming the strategy (``label``) and, for a table, its bad key.
+    """
+    preset = getattr(factory, "scope_preset", None)
+    if preset is not None and not isinstance(preset, ScopePreset):
+        raise StrategyOptionError(f"{label}: {describe_bad_preset(preset)}")
 
 
 class StrategyRegistry(Registry[StrategyFactory]):
@@ -200,7 +230,14 @@ class StrategyRegistry(Registry[StrategyFactory]):
         return found
 
     def add(self, name: str, obj: StrategyFactory) -> None:
-        """Register ``obj`` under ``name``; it shadows a plug-in of the same name."""
+        """Register ``obj`` under ``name``; it shadows a plug-in of the same name.
+
+        Raises
+        ------
+        StrategyOptionError
+            When ``obj`` declares a ``scope_preset`` that is not a ``ScopePreset``.
+        """
+        check_scope_preset(f"{self.kind} '{name}'", obj)
         with self._lock:
             super().add(name, obj)
             if self._plugins is not None and name in self._plugins:
@@ -245,6 +282,7 @@ class StrategyRegistry(Registry[StrategyFactory]):
                     f"{self.kind} '{name}': {_describe(entry_point)} gives a "
                     f"{type(factory).__name__}, not a strategy class or factory"
                 )
+            check_scope_preset(f"{self.kind} '{name}' ({_describe(entry_point)})", factory)
             self._loaded[name] = factory
             return factory  # type: ignore[no-any-return]
 
@@ -286,20 +324,21 @@ for _name, _cls in {
     STRATEGIES.add(_name, _cls)
 
 
-def strategy_scope_preset(name: str) -> Mapping[str, Any] | None:
-    """The ``scope_preset`` a strategy class declares (``None`` if none or unknown).
+def strategy_scope_preset(name: str) -> ScopePreset | None:
+    """The :class:`~fedmtl.scopes.ScopePreset` a strategy declares (``None`` if none or unknown).
 
     A personalization strategy (FedPer, LG-FedAvg, FedBN, ...) sets the class
-    attribute ``scope_preset = {"local": (...), "task": (...), "shared": (...),
-    "frozen": (...), "default": "shared"}``; with ``scopes-from = "strategy"`` (the
-    default) it replaces the experiment's ``scope-*`` keys.
+    attribute ``scope_preset = ScopePreset(local=(...), shared=(...), ...)``;
+    with ``scopes-from = "strategy"`` (the default) run assembly
+    (:func:`fedmtl.assembly.resolve_run`) writes it into the experiment's
+    ``scope-*`` keys.
     """
     try:
         factory = _import_factory(name) if ":" in name else STRATEGIES.get(name)
     except (RegistryError, StrategyOptionError):
         return None
     preset = getattr(factory, "scope_preset", None)
-    return preset if isinstance(preset, Mapping) else None
+    return preset if isinstance(preset, ScopePreset) else None
 
 
 def available_strategies() -> list[str]:
@@ -331,6 +370,7 @@ def _import_factory(reference: str) -> StrategyFactory:
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise StrategyOptionError(f"strategy '{reference}': '{module_name}' has no class '{attr}'")
+    check_scope_preset(f"strategy '{reference}'", factory)
     return factory  # type: ignore[no-any-return]
 
 
@@ -378,13 +418,16 @@ def build_strategy(
             close = difflib.get_close_matches(arg, allowed, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise StrategyOptionError(
-                f"strategy '{name}' has no option '{key}'{hint}; allowed: {allowed}"
+                f"strategy '{name}' has no option '{key}'{hint}; allowed: {allowed}",
+                options=True,
             )
         kwargs[arg] = value
     try:
         strategy = factory(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise StrategyOptionError(f"strategy '{name}' rejected its options: {exc}") from exc
+        raise StrategyOptionError(
+            f"strategy '{name}' rejected its options: {exc}", options=True
+        ) from exc
     if not isinstance(strategy, Strategy):
         raise StrategyOptionError(
             f"strategy '{name}' built a {type(strategy).__name__}, not a flwr Strategy"

@@ -10,10 +10,12 @@ import numpy.typing as npt
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from fedmtl.config import ExperimentConfig
+from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays
 from fedmtl.records import ARRAYS, CONFIG, TASK_ARRAYS, from_record, to_record
 from fedmtl.run_model import initial_model, run_scopes
-from fedmtl.scopes import keys_in
+from fedmtl.scopes import keys_in, task_relevant
+from fedmtl.training import TrainSettings, client_seed
 
 NDArrays = dict[str, npt.NDArray[Any]]
 
@@ -37,6 +39,29 @@ def instruction(
     if task:
         content[TASK_ARRAYS] = to_record(task)
     return Message(content, dst_node_id=node_id, message_type=message_type)
+
+
+def trainable_keys(cfg: ExperimentConfig, model: MultiTaskModel, task: str) -> set[str]:
+    """The parameters a client of ``task`` trains: not frozen, not another task's head."""
+    scopes = run_scopes(cfg)
+    return {
+        name
+        for name, _ in model.named_parameters()
+        if scopes[name] != "frozen" and task_relevant(name, task)
+    }
+
+
+def round_settings(cfg: ExperimentConfig, client: int, server_round: int = 1) -> TrainSettings:
+    """A client's training settings in a round when the server sends no overrides."""
+    return TrainSettings(
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        optimizer=cfg.optimizer,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        seed=client_seed(cfg.seed, server_round, client),
+    )
 
 
 def node_context(partition_id: int, node_id: int = 5) -> Context:

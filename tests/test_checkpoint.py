@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 from pathlib import Path
@@ -11,8 +12,7 @@ import pytest
 
 from fedmtl.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from fedmtl.config import ConfigError, build_config
-from fedmtl.plots import METRICS_FILE
-from fedmtl.results import RunDirectory
+from fedmtl.results import METRICS_FILE, RoundRecord, RunDirectory
 
 
 def _checkpoint(server_round: int) -> Checkpoint:
@@ -65,10 +65,11 @@ def test_missing_or_foreign_checkpoint_says_what_to_do(tmp_path: Path) -> None:
 def test_truncate_metrics_keeps_the_checkpointed_rounds(tmp_path: Path) -> None:
     run = RunDirectory(tmp_path)
     for server_round in range(5):
-        run.append_metrics({"round": server_round})
+        run.append_metrics(RoundRecord(round=server_round))
     run.truncate_metrics(3)
     lines = (tmp_path / METRICS_FILE).read_text().splitlines()
-    assert lines == ['{"round": 0}', '{"round": 1}', '{"round": 2}']
+    assert [json.loads(line)["round"] for line in lines] == [0, 1, 2]
+    assert [r.round for r in run.rounds()] == [0, 1, 2]
 
 
 def test_checkpointing_needs_client_state_on_disk() -> None:

@@ -13,17 +13,17 @@ import torch
 
 from fedmtl.centralized import train_centralized
 from fedmtl.cli import main
-from fedmtl.compare import (
+from fedmtl.compare import run_comparison
+from fedmtl.config import ExperimentConfig, build_config
+from fedmtl.metrics import ClientRow, summarize_by_task
+from fedmtl.results import PhaseRecord, RoundRecord, RunDirectory
+from fedmtl.results.compare import (
     CENTRALIZED,
     LOCAL_ONLY,
     comparison_rows,
     format_csv,
     format_markdown,
-    run_comparison,
 )
-from fedmtl.config import ExperimentConfig, build_config
-from fedmtl.metrics import summarize_by_task
-from fedmtl.results import RunDirectory
 
 
 def _clients(task: str, accuracies: list[float]) -> list[dict[str, Any]]:
@@ -38,18 +38,17 @@ def _write_run(run_dir: Path, finals: list[list[float]]) -> Path:
     run_dir.mkdir(parents=True)
     run = RunDirectory(run_dir)
     for server_round, accuracies in enumerate(finals):
-        clients = _clients("a", accuracies)
+        clients = [ClientRow.from_json(row) for row in _clients("a", accuracies)]
         run.append_metrics(
-            {
-                "round": server_round,
-                "evaluate": {"tasks": summarize_by_task(clients), "clients": clients},
-                "train": {"tasks": {}, "clients": []},
-                "comm": {"bytes-up": 0, "bytes-down": 0},
-                "time": {"round-s": 1.0, "elapsed-s": float(server_round)},
-                "rejected": [],
-                "failures": [],
-                "skipped": False,
-            }
+            RoundRecord(
+                round=server_round,
+                round_s=1.0,
+                elapsed_s=float(server_round),
+                bytes_up=0,
+                bytes_down=0,
+                train=PhaseRecord.of(clients) if server_round else PhaseRecord(),
+                evaluate=PhaseRecord.of(clients),
+            )
         )
     return run_dir
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedmtl.plots import read_metrics
+from fedmtl.results import read_metrics
 from fedmtl.simulation import simulate
 from tests.e2e_helpers import saboteur, small
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fedmtl.cli import main
-from fedmtl.compare import CENTRALIZED, LOCAL_ONLY
 from fedmtl.metrics import summarize_by_task
-from fedmtl.plots import read_metrics
+from fedmtl.results import read_metrics
+from fedmtl.results.compare import CENTRALIZED, LOCAL_ONLY
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,7 @@ import torch
 
 from fedmtl.config import config_from_run_config
 from fedmtl.deploy.local import DeployOptions, LocalFederation
-from fedmtl.plots import METRICS_FILE, read_metrics
-from fedmtl.results import RunDirectory
+from fedmtl.results import METRICS_FILE, RunDirectory, read_metrics
 from fedmtl.server_app import run_server
 from tests.inprocess_grid import InProcessGrid, device_context
 

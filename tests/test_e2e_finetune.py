@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedmtl.plots import read_metrics
+from fedmtl.results import read_metrics
 from fedmtl.run_model import run_scopes
 from fedmtl.scopes import keys_in
 from fedmtl.simulation import simulate

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fedmtl.checkpoint import CHECKPOINT_FILE
-from fedmtl.plots import METRICS_FILE
+from fedmtl.results import METRICS_FILE
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fedmtl.panels import evaluation_panel, holdout_clients
-from fedmtl.plots import read_metrics
+from fedmtl.results import read_metrics
 from fedmtl.simulation import simulate
 from tests.e2e_helpers import make_spy, small
 

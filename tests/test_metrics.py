@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fedmtl.metrics import summarize_by_task
-from fedmtl.results import summarize_run, to_toml
+from fedmtl.results import RoundRecord, summarize_run, to_toml
 
 
 def test_summarize_by_task_by_hand() -> None:
@@ -73,7 +73,7 @@ def _tasks(acc: float, loss: float) -> dict[str, dict[str, float]]:
     return {"digit": {"accuracy-mean": acc, "loss-mean": loss}}
 
 
-def _round(rnd: int, acc: float | None, **extra: Any) -> dict[str, Any]:
+def _round(rnd: int, acc: float | None, **extra: Any) -> RoundRecord:
     record: dict[str, Any] = {
         "round": rnd,
         "evaluate": {"tasks": _tasks(acc, 1.0 - acc) if acc is not None else {}},
@@ -83,7 +83,7 @@ def _round(rnd: int, acc: float | None, **extra: Any) -> dict[str, Any]:
         "failures": [],
     }
     record.update(extra)
-    return record
+    return RoundRecord.from_json(record)
 
 
 def test_summarize_run_keeps_final_and_best_rounds_apart() -> None:

@@ -13,6 +13,7 @@ from fedmtl.panels import evaluation_panel, holdout_clients
 from fedmtl.records import to_record
 from strategies import ScopedStrategy, build_strategy
 from strategies.registry import Sampling
+from strategies.scoped import ScopedOptions
 from tests.client_helpers import evaluate_message, global_arrays, node_context
 from tests.factories import FakeGrid, evaluate_reply
 
@@ -49,7 +50,12 @@ def test_held_out_clients_are_never_sampled_and_the_panel_alone_is_evaluated(
     # Prepare: clients 100..105 (FakeGrid: node + 100)
     grid = FakeGrid({n: "a" for n in range(6)})
     inner = build_strategy("fedavg", {}, Sampling(min_available_nodes=4))
-    strategy = ScopedStrategy(inner, excluded_clients={101, 104}, evaluate_panel={100, 103})
+    strategy = ScopedStrategy(
+        inner,
+        options=ScopedOptions(
+            excluded_clients=frozenset({101, 104}), evaluate_panel=frozenset({100, 103})
+        ),
+    )
     # Execute
     train = strategy.configure_train(1, ARRAYS, ConfigRecord(), grid)  # type: ignore[arg-type]
     evals = strategy.configure_evaluate(1, ARRAYS, ConfigRecord(), grid)  # type: ignore[arg-type]

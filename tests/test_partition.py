@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from fedmtl.cli import main
+from fedmtl.config import ConfigError, build_config
 from fedmtl.data import get_dataset_spec
 from fedmtl.data.federation import (
     ClientData,
@@ -18,9 +21,10 @@ from fedmtl.data.federation import (
     client_data,
     partition_indices,
 )
+from fedmtl.data.partitioners import PARTITIONERS, PartitionError
 
 TASKS = ("digit", "parity", "ge5")
-PARTITIONERS = ("iid", "dirichlet", "pathological")
+PARTITIONERS_UNDER_TEST = ("iid", "dirichlet", "pathological")
 
 
 def _spec(partitioner: str, seed: int = 0, **extra: object) -> PartitionSpec:
@@ -61,7 +65,7 @@ def base_index() -> BaseIndex:
     return BaseIndex()
 
 
-@pytest.mark.parametrize("partitioner", PARTITIONERS)
+@pytest.mark.parametrize("partitioner", PARTITIONERS_UNDER_TEST)
 def test_same_seed_gives_identical_federation(partitioner: str) -> None:
     # Execute: two independent builds (the lru_cache bypassed)
     first = _build_uncached(_spec(partitioner, seed=3))
@@ -75,7 +79,7 @@ def test_same_seed_gives_identical_federation(partitioner: str) -> None:
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
-@pytest.mark.parametrize("partitioner", PARTITIONERS)
+@pytest.mark.parametrize("partitioner", PARTITIONERS_UNDER_TEST)
 def test_different_seed_gives_different_partition(partitioner: str, base_index: BaseIndex) -> None:
     # Execute
     first = _build_uncached(_spec(partitioner, seed=0))
@@ -95,7 +99,7 @@ def test_build_federation_is_cached_per_spec() -> None:
     assert build_federation(spec) is build_federation(_spec("dirichlet"))
 
 
-@pytest.mark.parametrize("partitioner", PARTITIONERS)
+@pytest.mark.parametrize("partitioner", PARTITIONERS_UNDER_TEST)
 def test_clients_never_see_source_split_and_train_test_are_disjoint(
     partitioner: str, base_index: BaseIndex
 ) -> None:
@@ -185,7 +189,7 @@ def test_pathological_limits_base_classes_per_client(
         assert len(np.unique(base_index.base.y[idx])) <= classes_per_client
 
 
-@pytest.mark.parametrize("partitioner", PARTITIONERS)
+@pytest.mark.parametrize("partitioner", PARTITIONERS_UNDER_TEST)
 def test_labels_are_the_task_labels_of_the_base_digits(
     partitioner: str, base_index: BaseIndex
 ) -> None:
@@ -275,3 +279,73 @@ def test_client_data_rejects_unknown_client_id() -> None:
 def test_unknown_partitioner_raises() -> None:
     with pytest.raises(ValueError, match="unknown partitioner"):
         partition_indices(np.zeros(10, dtype=np.int64), _spec("shards"))
+
+
+# ---------------------------------------------------------------- the partitioner registry
+
+
+def test_partitioners_are_a_registry_read_by_the_config() -> None:
+    assert list(PARTITIONERS) == ["dirichlet", "iid", "pathological"]
+    assert sorted(PARTITIONERS_UNDER_TEST) == PARTITIONERS.names()  # every one is tested above
+    with pytest.raises(ConfigError) as info:
+        build_config({"partitioner": "dirichelt"})
+    assert info.value.key == "partitioner"
+    assert "did you mean 'dirichlet'" in str(info.value)
+
+
+# flwr-datasets warns at every failed Dirichlet draw before it gives up.
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
+@pytest.mark.parametrize(
+    ("extra", "key", "fragment"),
+    [
+        (
+            {"partitioner": "pathological", "classes_per_client": 20},
+            "classes-per-client",
+            "set classes-per-client <= 10",
+        ),
+        (
+            {"partitioner": "dirichlet", "dirichlet_alpha": 0.001, "num_clients": 12},
+            "dirichlet-alpha",
+            "a larger dirichlet-alpha",
+        ),
+        ({"partitioner": "dirichlet", "num_clients": 400}, "num-clients", "<= 314"),
+        ({"partitioner": "iid", "num_clients": 3000}, "num-clients", "only 1258 examples"),
+        ({"partitioner": "shards"}, "partitioner", "unknown partitioner 'shards'"),
+    ],
+)
+def test_partition_errors_name_the_key_to_change(
+    extra: dict[str, object], key: str, fragment: str, base_index: BaseIndex
+) -> None:
+    # Prepare
+    labels = base_index.base.y[base_index.pool]
+    spec = _spec(**{"partitioner": "iid", **extra})  # type: ignore[arg-type]
+
+    # Execute
+    with pytest.raises(PartitionError) as info:
+        partition_indices(labels, spec)
+
+    # Assert
+    assert info.value.key == key
+    assert fragment in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["partitioner=pathological", "classes-per-client=20"], "classes-per-client"),
+        (["partitioner=dirichlet", "dirichlet-alpha=0.0001"], "dirichlet-alpha"),
+        (["partitioner=iid", "num-clients=3000"], "num-clients"),
+    ],
+)
+def test_cli_stops_a_run_that_cannot_be_split_naming_the_key(
+    overrides: list[str], key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Execute
+    args = [a for o in [*overrides, f"output-dir={tmp_path / 'runs'}"] for a in ("--set", o)]
+    status = main(["simulate", *args])
+
+    # Assert: exit 2 naming the key, and no run was started
+    assert status == 2
+    assert f"config key '{key}'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

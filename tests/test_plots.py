@@ -1,4 +1,7 @@
-"""Tests for :mod:`fedmtl.plots`."""
+"""Reading a run's records, the series and tables drawn from them, and the plots.
+
+Covers :mod:`fedmtl.results.reading`, ``series``, ``tables`` and ``plots``.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedmtl.plots import (
-    bytes_series,
-    discover_metrics,
-    format_task_table,
-    metric_series,
-    plot_bytes,
-    plot_task_metric,
-    read_metrics,
-    write_run_plots,
-)
+from fedmtl.results import RoundRecord, format_task_table, read_metrics, rounds_from_json
+from fedmtl.results.plots import plot_bytes, plot_task_metric, write_run_plots
+from fedmtl.results.series import bytes_series, discover_metrics, metric_series
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -75,16 +71,16 @@ def _record(rnd: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def records() -> list[dict[str, Any]]:
-    return [_record(r) for r in range(3)]
+def records() -> list[RoundRecord]:
+    return [RoundRecord.from_json(_record(r)) for r in range(3)]
 
 
 @pytest.fixture
-def run_dir(tmp_path: Path, records: list[dict[str, Any]]) -> Path:
+def run_dir(tmp_path: Path) -> Path:
     path = tmp_path / "run"
     path.mkdir()
     (path / "metrics.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in records), encoding="utf-8"
+        "".join(json.dumps(_record(r)) + "\n" for r in range(3)), encoding="utf-8"
     )
     return path
 
@@ -116,7 +112,7 @@ def test_read_metrics_skips_truncated_last_line(
         json.dumps(_record(0)) + "\n" + json.dumps(_record(1)) + "\n" + full[: len(full) // 2],
         encoding="utf-8",
     )
-    with caplog.at_level(logging.WARNING, logger="fedmtl.plots"):
+    with caplog.at_level(logging.WARNING, logger="fedmtl.results.reading"):
         out = read_metrics(path)
     assert [r["round"] for r in out] == [0, 1]
     warnings = [rec for rec in caplog.records if rec.levelno == logging.WARNING]
@@ -156,13 +152,13 @@ def test_read_metrics_non_object_raises(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- #
 
 
-def test_discover_metrics(records: list[dict[str, Any]]) -> None:
+def test_discover_metrics(records: list[RoundRecord]) -> None:
     assert discover_metrics(records) == ["accuracy", "loss", "f1"]
     assert discover_metrics(records, phase="train") == ["accuracy", "loss"]
-    assert discover_metrics([{"round": 0}]) == []
+    assert discover_metrics([RoundRecord(round=0)]) == []
 
 
-def test_metric_series_values(records: list[dict[str, Any]]) -> None:
+def test_metric_series_values(records: list[RoundRecord]) -> None:
     series = metric_series(list(reversed(records)), "accuracy")
     assert list(series) == ["digit", "parity"]
     digit = series["digit"]
@@ -182,14 +178,14 @@ def test_metric_series_tolerates_missing_keys() -> None:
         {"evaluate": {"tasks": {"digit": {"accuracy-mean": 0.9}}}},  # no round: skipped
         {"round": 3, "evaluate": None},
     ]
-    digit = metric_series(recs, "accuracy")["digit"]
+    digit = metric_series(rounds_from_json(recs), "accuracy")["digit"]
     np.testing.assert_allclose(digit.rounds, [1, 2])
     assert digit.mean[0] == 0.5 and math.isnan(digit.mean[1])
     assert np.isnan(digit.worst).all()
 
 
-def test_bytes_series_in_mb(records: list[dict[str, Any]]) -> None:
-    rounds, up, down = bytes_series([*records, {"round": 3}])
+def test_bytes_series_in_mb(records: list[RoundRecord]) -> None:
+    rounds, up, down = bytes_series([*records, RoundRecord(round=3)])
     np.testing.assert_allclose(rounds, [0, 1, 2, 3])
     np.testing.assert_allclose(up[:3], [0.0, 2.0, 4.0])
     np.testing.assert_allclose(down[:3], [0.0, 3.0, 6.0])
@@ -237,7 +233,7 @@ def test_write_run_plots_missing_file(tmp_path: Path) -> None:
 
 
 def test_plot_task_metric_train_phase_and_nested_out(
-    tmp_path: Path, records: list[dict[str, Any]]
+    tmp_path: Path, records: list[RoundRecord]
 ) -> None:
     out = tmp_path / "a" / "b" / "train-loss.png"
     assert plot_task_metric(records, "loss", out, phase="train") == out
@@ -245,11 +241,11 @@ def test_plot_task_metric_train_phase_and_nested_out(
 
 
 def test_plot_task_metric_without_data_still_writes(tmp_path: Path) -> None:
-    out = plot_task_metric([{"round": 0}], "accuracy", tmp_path / "acc.png")
+    out = plot_task_metric([RoundRecord(round=0)], "accuracy", tmp_path / "acc.png")
     _assert_png(out)
 
 
-def test_plot_bytes(tmp_path: Path, records: list[dict[str, Any]]) -> None:
+def test_plot_bytes(tmp_path: Path, records: list[RoundRecord]) -> None:
     out = plot_bytes(records, tmp_path / "bytes.png")
     _assert_png(out)
 
@@ -259,8 +255,8 @@ def test_plot_bytes(tmp_path: Path, records: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- #
 
 
-def test_format_task_table(records: list[dict[str, Any]]) -> None:
-    table = format_task_table(records[1])
+def test_format_task_table(records: list[RoundRecord]) -> None:
+    table = format_task_table(records[1].evaluate.tasks)
     lines = table.splitlines()
     assert lines[0] == (
         "| task | clients | accuracy mean | accuracy std | worst client | 10th percentile "
@@ -274,18 +270,18 @@ def test_format_task_table(records: list[dict[str, Any]]) -> None:
     assert len(lines) == 4
 
 
-def test_format_task_table_train_phase_and_empty(records: list[dict[str, Any]]) -> None:
-    table = format_task_table(records[2], phase="train")
+def test_format_task_table_train_phase_and_empty(records: list[RoundRecord]) -> None:
+    table = format_task_table(records[2].train.tasks)
     lines = table.splitlines()
     assert "f1 mean" not in lines[0]
     assert lines[2] == "| digit | 4 | 0.850 | 0.050 | 0.750 | - | 0.600 |"
-    empty = format_task_table(records[0], phase="train").splitlines()
+    empty = format_task_table(records[0].train.tasks).splitlines()
     assert len(empty) == 2
     assert empty[0].startswith("| task | clients |")
 
 
 def test_format_task_table_missing_values() -> None:
-    record = {"evaluate": {"tasks": {"b": {"accuracy-mean": 0.12345}, "a": {}}}}
-    lines = format_task_table(record).splitlines()
+    tasks: dict[str, dict[str, Any]] = {"b": {"accuracy-mean": 0.12345}, "a": {}}
+    lines = format_task_table(tasks).splitlines()
     assert lines[2] == "| a | - | - | - | - | - | - |"
     assert lines[3] == "| b | - | 0.123 | - | - | - | - |"

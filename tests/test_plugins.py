@@ -19,7 +19,8 @@ import pytest
 from flwr.serverapp.strategy import FedAvg
 
 import strategies.registry as registry_module
-from fedmtl.config import ConfigError, build_config
+from fedmtl.assembly import resolve_run
+from fedmtl.config import ConfigError, ExperimentConfig, build_config
 from strategies.registry import (
     STRATEGIES,
     Sampling,
@@ -116,25 +117,30 @@ def test_unknown_name_suggests_the_plugin(plugin_dist: Path) -> None:
     assert MODULE not in sys.modules
 
 
-def test_build_config_accepts_the_plugin(plugin_dist: Path) -> None:
+def _resolved(values: dict[str, object]) -> ExperimentConfig:
+    """What a run does with ``values``: parse, then resolve (strategy built and checked)."""
+    return resolve_run(build_config(values))
+
+
+def test_run_assembly_accepts_the_plugin(plugin_dist: Path) -> None:
     # Execute
-    cfg = build_config({"strategy": NAME})
-    tuned = build_config({"strategy": NAME, "strategy-options": {"server-lr": 0.5}})
+    cfg = resolve_run(build_config({"strategy": NAME}))
+    tuned = resolve_run(build_config({"strategy": NAME, "strategy-options": {"server-lr": 0.5}}))
 
     # Assert
     assert cfg.strategy == NAME
     assert tuned.strategy_options == {"server-lr": 0.5}
     with pytest.raises(ConfigError, match=f"did you mean '{NAME}'") as name_error:
-        build_config({"strategy": "example-server-l"})
+        _resolved({"strategy": "example-server-l"})
     assert name_error.value.key == "strategy"
     with pytest.raises(ConfigError, match="did you mean 'server_lr'") as option_error:
-        build_config({"strategy": NAME, "strategy-options": {"server-lrr": 0.5}})
+        _resolved({"strategy": NAME, "strategy-options": {"server-lrr": 0.5}})
     assert option_error.value.key == "strategy-options"
 
 
-def test_build_config_rejects_the_plugin_without_its_dist() -> None:
+def test_run_assembly_rejects_the_plugin_without_its_dist() -> None:
     with pytest.raises(ConfigError, match="not a registered strategy"):
-        build_config({"strategy": NAME})
+        _resolved({"strategy": NAME})
 
 
 def test_broken_entry_point_names_entry_point_dist_and_error(
@@ -157,7 +163,7 @@ def test_broken_entry_point_names_entry_point_dist_and_error(
     assert "distribution 'broken-strategies 0.2.0'" in message
     assert "No module named 'no_such_plugin_module'" in message
     with pytest.raises(ConfigError, match=re.escape("broken-strategies 0.2.0")) as config_error:
-        build_config({"strategy": "broken"})
+        _resolved({"strategy": "broken"})
     assert config_error.value.key == "strategy"
     # The other plug-in is unaffected.
     assert type(build_strategy(NAME)).__name__ == "ServerLrFedAvg"
@@ -276,3 +282,31 @@ def test_discovery_is_cached_until_refreshed(
     assert calls == ["fedmtl.strategies"]
     refresh_plugins()
     assert calls == ["fedmtl.strategies"] * 2
+
+
+def test_a_plugin_with_a_misspelled_preset_is_refused_when_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: a plug-in whose preset is a plain table with a typo ("lokal")
+    (tmp_path / "lokal_plugin.py").write_text(
+        "from flwr.serverapp.strategy import FedAvg\n\n\n"
+        "class Lokal(FedAvg):\n"
+        "    scope_preset = {'lokal': ('heads.*',), 'shared': ('backbone.*',)}\n"
+    )
+    _write_dist(tmp_path, "lokal-strategies", "0.1", "lokal = lokal_plugin:Lokal")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    refresh_plugins()
+
+    # Execute
+    with pytest.raises(StrategyOptionError) as info:
+        build_strategy("lokal")
+    with pytest.raises(ConfigError) as config_error:
+        _resolved({"strategy": "lokal"})
+
+    # Assert
+    message = str(info.value)
+    assert "strategy 'lokal'" in message
+    assert "lokal-strategies 0.1" in message
+    assert "'lokal' is not a scope field (did you mean 'local'?)" in message
+    assert config_error.value.key == "strategy"
+    sys.modules.pop("lokal_plugin", None)

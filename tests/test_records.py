@@ -5,16 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app.typing import ConfigRecordValues
 
 from fedmtl.records import (
     ARRAYS,
     CLIENT,
-    CONFIG,
+    KNOWN_KEYS,
     METRICS,
     TASK_ARRAYS,
     ClientInfo,
+    Instruction,
+    InstructionError,
     from_record,
-    instruction_content,
     metric_values,
     record_nbytes,
     reply_content,
@@ -123,16 +125,119 @@ def test_client_info_from_content_without_client_record_raises() -> None:
         ClientInfo.from_content(RecordDict({METRICS: MetricRecord({"num-examples": 1})}))
 
 
-def test_instruction_content_layout(arrays: dict[str, np.ndarray]) -> None:
-    shared = to_record({"a.bias": arrays["a.bias"]})
-    config = ConfigRecord({"server-round": 2})
-    plain = instruction_content(shared, config)
-    with_task = instruction_content(shared, config, task=to_record({"x": arrays["double"]}))
-    assert set(plain.keys()) == {ARRAYS, CONFIG}
-    assert set(with_task.keys()) == {ARRAYS, CONFIG, TASK_ARRAYS}
-
-
 def test_metric_values_drops_lists_and_defaults_to_empty() -> None:
     content = RecordDict({METRICS: MetricRecord({"loss": 1, "hist": [1.0, 2.0]})})
     assert metric_values(content) == {"loss": 1.0}
     assert metric_values(RecordDict()) == {}
+
+
+def test_client_info_with_a_wrongly_typed_id_names_the_key() -> None:
+    content = RecordDict({CLIENT: ConfigRecord({"client-id": "seven", "task": "digit"})})
+    with pytest.raises(InstructionError, match="'client-id' must be int"):
+        ClientInfo.from_content(content)
+
+
+def test_instruction_decodes_every_known_key_with_its_type() -> None:
+    # Prepare
+    record = ConfigRecord(
+        {
+            "server-round": 3,
+            "local-epochs": 2,
+            "batch-size": 8,
+            "learning-rate": 1,  # an int is a valid float
+            "proximal-mu": 0.1,
+            "client-routine": "ditto",
+            "head-epochs": 1,
+            "head-finetune-epochs": 4,
+            "personal-lambda": 0.5,
+            "global-view-epochs": 1,
+            "checkpoint-round": 2,
+            "warmup-epochs": 3,
+        }
+    )
+    # Execute
+    decoded = Instruction.decode(record)
+    # Assert
+    assert decoded == Instruction(
+        server_round=3,
+        local_epochs=2,
+        batch_size=8,
+        learning_rate=1.0,
+        proximal_mu=0.1,
+        routine="ditto",
+        head_epochs=1,
+        head_finetune_epochs=4,
+        personal_lambda=0.5,
+        global_view_epochs=1,
+        checkpoint_round=2,
+        extras={"warmup-epochs": 3},
+    )
+    assert isinstance(decoded.learning_rate, float)
+    assert len(KNOWN_KEYS) == 11 and decoded.sent_keys() == set(KNOWN_KEYS)
+
+
+def test_an_empty_config_means_the_experiments_values_and_the_default_routine() -> None:
+    decoded = Instruction.from_content(RecordDict())
+    assert decoded == Instruction()
+    assert decoded.routine == "default" and decoded.server_round == 0
+    assert decoded.local_epochs is None and decoded.checkpoint_round is None
+    assert decoded.sent_keys() == frozenset() and len(decoded.encode()) == 0
+
+
+@pytest.mark.parametrize(
+    ("entries", "key", "words"),
+    [
+        ({"local-epochs": 1.5}, "local-epochs", "must be int"),
+        ({"server-round": True}, "server-round", "must be int"),
+        ({"learning-rate": float("nan")}, "learning-rate", "finite"),
+        ({"proximal-mu": float("inf")}, "proximal-mu", "finite"),
+        ({"personal-lambda": "0.1"}, "personal-lambda", "must be float"),
+        ({"learning-rate": 0.0}, "learning-rate", "> 0"),
+        ({"batch-size": 0}, "batch-size", ">= 1"),
+        ({"head-epochs": -1}, "head-epochs", ">= 0"),
+        ({"client-routine": 3}, "client-routine", "must be str"),
+        ({"client-routine": ""}, "client-routine", "empty"),
+    ],
+)
+def test_a_bad_value_names_its_key(
+    entries: dict[str, ConfigRecordValues], key: str, words: str
+) -> None:
+    with pytest.raises(InstructionError, match=words) as caught:
+        Instruction.decode(ConfigRecord(entries))
+    assert caught.value.key == key
+    assert f"'{key}'" in str(caught.value)
+
+
+def test_extras_are_read_with_typed_accessors() -> None:
+    # Prepare
+    extras: dict[str, ConfigRecordValues] = {
+        "warmup-epochs": 2, "step": 0.5, "mode": "fast", "on": True, "bad": float("nan")
+    }  # fmt: skip
+    decoded = Instruction.decode(ConfigRecord(extras))
+    # Assert
+    assert decoded.extra_int("warmup-epochs", 1) == 2
+    assert decoded.extra_int("missing", 7) == 7
+    assert decoded.extra_float("step", 1.0) == 0.5
+    assert decoded.extra_float("warmup-epochs", 1.0) == 2.0
+    assert decoded.extra_str("mode", "slow") == "fast"
+    assert decoded.extra_bool("on", False) is True
+    with pytest.raises(InstructionError, match="'mode' must be int"):
+        decoded.extra_int("mode", 1)
+    with pytest.raises(InstructionError, match="'on' must be int"):
+        decoded.extra_int("on", 1)
+    with pytest.raises(InstructionError, match="'bad' must be finite"):
+        decoded.extra_float("bad", 1.0)
+
+
+def test_encode_writes_what_differs_from_the_defaults_and_round_trips() -> None:
+    # Prepare
+    sent = Instruction(local_epochs=2, batch_size=16, learning_rate=0.05, extras={"x": 1})
+    # Execute
+    record = sent.encode()
+    # Assert
+    assert dict(record) == {"local-epochs": 2, "batch-size": 16, "learning-rate": 0.05, "x": 1}
+    assert Instruction.decode(record) == sent
+    with pytest.raises(InstructionError, match="'head-epochs' is a known key"):
+        Instruction(extras={"head-epochs": 2})
+    with pytest.raises(InstructionError, match="'learning-rate' must be finite"):
+        Instruction(learning_rate=float("inf"))

@@ -187,3 +187,26 @@ def test_registry_unknown_name_suggests_and_lists() -> None:
 def test_wire_layout_options_are_refused(option: str) -> None:
     with pytest.raises(StrategyOptionError, match=f"no option '{option}'"):
         build_strategy("fedavg", {option: "x"})
+
+
+def test_registry_iterates_its_names_sorted_and_counts_them() -> None:
+    # Prepare
+    registry: Registry[int] = Registry("widget")
+    registry.add("b", 2)
+    registry.add("a", 1)
+
+    # Execute / Assert
+    assert list(registry) == ["a", "b"]
+    assert len(registry) == 2
+    assert len(STRATEGIES) == len(available_strategies())
+
+
+def test_option_errors_say_whether_the_options_are_at_fault() -> None:
+    with pytest.raises(StrategyOptionError) as bad_option:
+        build_strategy("fedadam", {"etta": 0.1})
+    with pytest.raises(StrategyOptionError) as rejected:
+        build_strategy("tests.custom_strategy:HalfStepFedAvg", {"no_such_arg": 1})
+    with pytest.raises(StrategyOptionError) as bad_name:
+        build_strategy("fedavgg")
+    assert bad_option.value.options and rejected.value.options
+    assert not bad_name.value.options

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from fedmtl.config import SCOPES, build_config, scope_rules
+from fedmtl.config import SCOPES, ConfigError, build_config, scope_rules
 from fedmtl.models import build_model
 from fedmtl.scopes import (
+    FINETUNE_MODES,
+    ScopePreset,
+    ScopeRuleError,
     ScopeRules,
     assign_scopes,
+    describe_bad_preset,
+    finetune_frozen_patterns,
     keys_in,
     matches,
     scope_of,
@@ -134,3 +139,65 @@ def test_task_relevant_custom_head_prefix() -> None:
     assert task_relevant("towers.a.w", "a", head_prefix="towers.")
     assert not task_relevant("towers.b.w", "a", head_prefix="towers.")
     assert task_relevant("heads.b.w", "a", head_prefix="towers.")
+
+
+# ---------------------------------------------------------------- scope presets
+
+
+def test_scope_preset_keeps_its_rules() -> None:
+    preset = ScopePreset(task=("heads.*",), local=("backbone.*",), default="local")
+    assert (preset.frozen, preset.local, preset.task, preset.shared) == (
+        (),
+        ("backbone.*",),
+        ("heads.*",),
+        (),
+    )
+    assert preset.default == "local"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "fragment"),
+    [
+        ({"default": "lokal"}, "default", "default scope 'lokal'"),
+        ({"local": "heads.*"}, "local", "must be a tuple of strings"),  # a str, not a tuple
+        ({"shared": ("backbone.*", 3)}, "shared", "must be a tuple of strings"),
+        ({"task": ("re:(",)}, "task", "scope-task pattern 're:('"),
+    ],
+)
+def test_scope_preset_is_validated_when_built(
+    kwargs: dict[str, object], field: str, fragment: str
+) -> None:
+    with pytest.raises(ScopeRuleError) as info:
+        ScopePreset(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert fragment in str(info.value)
+
+
+def test_a_table_is_described_by_its_misspelled_key() -> None:
+    assert "'lokal' is not a scope field (did you mean 'local'?)" in describe_bad_preset(
+        {"lokal": ("heads.*",)}
+    )
+    assert "got a dict" in describe_bad_preset({"local": ("heads.*",)})
+    assert "got a str" in describe_bad_preset("heads.*")
+
+
+# ---------------------------------------------------------------- fine-tuning modes
+
+
+def test_fine_tuning_modes_are_a_registry() -> None:
+    assert list(FINETUNE_MODES) == ["frozen", "full", "last-k", "lora"]
+    assert len(FINETUNE_MODES) == 4
+    assert finetune_frozen_patterns("full") == ()
+    assert finetune_frozen_patterns("frozen") == ("backbone.*",)
+
+
+def test_unknown_fine_tuning_mode_suggests_the_closest() -> None:
+    with pytest.raises(ValueError, match="did you mean 'lora'"):
+        finetune_frozen_patterns("lorra")
+
+
+def test_config_choices_for_finetune_read_the_registry() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config({"finetune": "lorra"})
+    assert info.value.key == "finetune"
+    assert "did you mean 'lora'" in str(info.value)

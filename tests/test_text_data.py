@@ -27,52 +27,22 @@ from fedmtl.data.wordnet import (
     read_supersenses,
     supersense_names,
 )
+from tests.tiny_text_files import (
+    FORTUNES,
+    HEADER,
+    NOUN_LINES,
+    VERB_LINES,
+    fortunes_dir,
+    wordnet_dir,
+)
 
 TEXT_TASKS = ("noun-supersense", "verb-supersense", "fortune-topic")
-HEADER = (
-    "  1 This software and database is being provided to you, the LICENSEE, by  \n"
-    "  2 Princeton University under the following license.  By obtaining, using  \n"
-    "  3   \n"
-)
-ELEVEN_WORDS = " ".join(f"w{i} 0" for i in range(11))
-NOUN_LINES = (
-    "00001740 03 n 01 entity 0 003 ~ 00001930 n 0000 ~ 00002137 n 0000 | that which is  \n",
-    "02084071 05 n 03 dog 0 domestic_dog 0 Canis_familiaris 0 001 @ 02083346 n 0000 "
-    "| a member of the genus Canis; "
-    '"the dog barked all night"  \n',
-    f"15113229 28 n 0b {ELEVEN_WORDS} 000 | a span of time  \n",
-)
-VERB_LINES = (
-    "01835496 38 v 02 travel 0 go 1 001 @ 01831531 v 0000 01 + 02 00 | change location; move  \n",
-    "00002325 29 v 01 respire 1 000 01 + 02 00 | undergo the biomedical process  \n",
-)
-FORTUNES = {
-    "people": "Alpha   one\n  spread\tout \n%\nBeta\n%\n%\n   \n%\nGamma ____\b\b\b\bthis side\n",
-    "work": "Work entry one.\n%\nWork entry two.\n%\n",
-    "science": "E = mc^2\n%\n",
-}
-
-
-def _wordnet_dir(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "data.noun").write_text(HEADER + "".join(NOUN_LINES))
-    (root / "data.verb").write_text(HEADER + "".join(VERB_LINES))
-    return root
-
-
-def _fortunes_dir(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for name, content in FORTUNES.items():
-        (root / name).write_text(content)
-        (root / f"{name}.dat").write_bytes(b"\x00\x00\x00\x02")  # strfile's index
-        (root / f"{name}.u8").symlink_to(name)
-    return root
 
 
 def _options(tmp_path: Path, **extra: object) -> dict[str, object]:
     options: dict[str, object] = {
-        "wordnet-dir": str(_wordnet_dir(tmp_path / "wordnet")),
-        "fortunes-dir": str(_fortunes_dir(tmp_path / "fortunes")),
+        "wordnet-dir": str(wordnet_dir(tmp_path / "wordnet")),
+        "fortunes-dir": str(fortunes_dir(tmp_path / "fortunes")),
         "fortune-categories": ["work", "people"],
     }
     options.update(extra)
@@ -101,7 +71,7 @@ def test_parse_synset_line_reads_the_word_count_as_hex() -> None:
 
 
 def test_read_supersenses_skips_header_and_labels_in_file_order(tmp_path: Path) -> None:
-    wordnet = _wordnet_dir(tmp_path)
+    wordnet = wordnet_dir(tmp_path)
 
     nouns, noun_labels = read_supersenses(wordnet, "noun")
     verbs, verb_labels = read_supersenses(wordnet, "verb")
@@ -131,7 +101,7 @@ def test_supersense_names_are_the_lexnames_in_label_order() -> None:
 
 
 def test_read_supersenses_rejects_a_lex_file_of_another_part_of_speech(tmp_path: Path) -> None:
-    wordnet = _wordnet_dir(tmp_path)
+    wordnet = wordnet_dir(tmp_path)
     (wordnet / "data.verb").write_text(HEADER + VERB_LINES[0] + NOUN_LINES[0])
 
     with pytest.raises(ValueError, match=r"data\.verb, line 5: lex file 3 is not a verb"):
@@ -139,7 +109,7 @@ def test_read_supersenses_rejects_a_lex_file_of_another_part_of_speech(tmp_path:
 
 
 def test_read_supersenses_names_file_and_line_of_a_malformed_line(tmp_path: Path) -> None:
-    wordnet = _wordnet_dir(tmp_path)
+    wordnet = wordnet_dir(tmp_path)
     (wordnet / "data.noun").write_text(HEADER + NOUN_LINES[0] + "garbage without a gloss\n")
 
     with pytest.raises(ValueError, match=r"data\.noun, line 5: not a WordNet synset line"):
@@ -172,13 +142,13 @@ def test_clean_entry_resolves_overstrike_and_a_leading_backspace() -> None:
 
 
 def test_available_categories_leave_out_indexes_and_links(tmp_path: Path) -> None:
-    fortunes = _fortunes_dir(tmp_path)
+    fortunes = fortunes_dir(tmp_path)
 
     assert available_categories(fortunes) == ["people", "science", "work"]
 
 
 def test_read_fortunes_labels_by_position_in_the_given_list(tmp_path: Path) -> None:
-    fortunes = _fortunes_dir(tmp_path)
+    fortunes = fortunes_dir(tmp_path)
 
     x, y = read_fortunes(fortunes, ["work", "science", "people"])
 

@@ -6,10 +6,20 @@ import numpy as np
 import pytest
 import torch
 
+from fedmtl.config import CHOICES
 from fedmtl.data.federation import ClientData, PartitionSpec, client_data
 from fedmtl.models import MultiTaskModel, build_model
 from fedmtl.models.state import export_arrays, import_arrays
-from fedmtl.training import TrainSettings, evaluate, pick_device, train_local
+from fedmtl.registry import RegistryError
+from fedmtl.training import (
+    OPTIMIZERS,
+    TrainSettings,
+    client_seed,
+    evaluate,
+    gradient_steps,
+    pick_device,
+    train_local,
+)
 
 TASKS = {"digit": 10, "parity": 2, "ge5": 2}
 SPEC = PartitionSpec(dataset="digits", tasks=tuple(TASKS), num_clients=6, partitioner="iid")
@@ -191,3 +201,44 @@ def test_pick_device_cpu() -> None:
         assert pick_device("auto").type == "cpu"
         with pytest.raises(RuntimeError, match="no CUDA device"):
             pick_device("cuda")
+
+
+def test_optimizers_are_a_registry_with_the_configs_choices(data: ClientData) -> None:
+    # Prepare
+    model = _model()
+    params = list(model.parameters())
+    # Execute
+    sgd = OPTIMIZERS.get("sgd")(params, TrainSettings(learning_rate=0.1, momentum=0.5))
+    adam = OPTIMIZERS.get("adam")(params, TrainSettings(learning_rate=0.01, weight_decay=0.1))
+    # Assert
+    assert set(OPTIMIZERS) == set(CHOICES["optimizer"]) == {"sgd", "adam"}
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.5
+    assert isinstance(adam, torch.optim.Adam) and adam.defaults["weight_decay"] == 0.1
+    with pytest.raises(RegistryError, match="did you mean 'adam'"):
+        train_local(
+            model, data.task, data.x_train, data.y_train, TrainSettings(optimizer="adamw"),
+            _all_trainable(model),
+        )  # fmt: skip
+
+
+def test_gradient_steps_take_one_step_per_batch_and_report_the_data_loss() -> None:
+    # Prepare: minimise (w - 3)^2 with a penalty w^2 that is not reported
+    w = torch.nn.Parameter(torch.zeros(()))
+    optimizer = torch.optim.SGD([w], lr=0.1)
+    batches = [torch.ones(2), torch.ones(3)]
+
+    def loss(batch: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return ((w - 3) ** 2) * batch.mean(), len(batch)
+
+    # Execute
+    seen = gradient_steps(optimizer, batches, loss, penalty=lambda: w**2)
+    # Assert: w <- w - 0.1 * (2 (w - 3) + 2 w), twice
+    assert [size for _, size in seen] == [2, 3]
+    assert seen[0][0] == pytest.approx(9.0)
+    assert float(w.detach()) == pytest.approx(0.6 - 0.1 * (2 * (0.6 - 3) + 2 * 0.6))
+
+
+def test_client_seeds_differ_per_run_round_and_client() -> None:
+    seeds = {client_seed(s, r, c) for s in range(3) for r in range(1, 4) for c in range(50)}
+    assert len(seeds) == 3 * 3 * 50
+    assert client_seed(0, 1, 2) == 1009 + 2  # the formula every run so far used

@@ -9,7 +9,6 @@ from flwr.app import ConfigRecord
 from fedmtl.records import from_record, to_record
 from strategies import ScopedStrategy, build_strategy
 from strategies.registry import Sampling, StrategyOptionError
-from strategies.scoped import spec_of
 from strategies.zoo.conflict_averse import cagrad_direction
 from tests.factories import FakeGrid, train_reply
 
@@ -50,7 +49,6 @@ def test_strategy_applies_cagrad_to_per_task_mean_updates(server_identity: None)
     # task b client (0, 1) -> update (0, 1). alpha 0.5 -> (0.6, 0.6) by hand (above).
     inner = build_strategy("conflict-averse", {"alpha": 0.5}, Sampling(min_available_nodes=1))
     strategy = ScopedStrategy(inner, task_arrays={})
-    strategy._shared_spec = spec_of(_arrays([0.0, 0.0]))
     grid = FakeGrid({1: "a", 2: "a", 3: "b"})
     start = to_record(_arrays([0.0, 0.0]))
     list(strategy.configure_train(1, start, ConfigRecord({}), grid))  # type: ignore[arg-type]

@@ -7,11 +7,13 @@ import pytest
 import torch
 from flwr.app import ConfigRecord
 
-from fedmtl.client_app import PERSONAL_STATE, handle_evaluate, handle_train
+from fedmtl.assembly import resolve_run
+from fedmtl.client_app import handle_evaluate, handle_train
 from fedmtl.config import build_config, partition_spec
 from fedmtl.data import client_data
 from fedmtl.models.state import import_arrays
-from fedmtl.records import CONFIG, PERSONAL_LAMBDA, from_record, to_record
+from fedmtl.records import CONFIG, PERSONAL_LAMBDA, ROUTINE, from_record, to_record
+from fedmtl.routines import PERSONAL_STATE
 from fedmtl.run_model import fresh_model
 from fedmtl.training import evaluate
 from strategies import ScopedStrategy, build_strategy
@@ -26,7 +28,8 @@ from tests.client_helpers import (
 )
 from tests.factories import FakeGrid
 
-CFG = build_config({"strategy": "ditto", "num-clients": 3})
+CFG = resolve_run(build_config({"strategy": "ditto", "num-clients": 3}))  # preset applied
+DITTO = {"client_routine": "ditto"}  # what Ditto's configure_train/evaluate send with lambda
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +37,9 @@ def _single_thread() -> None:
     torch.set_num_threads(1)
 
 
-def test_server_sends_lambda_in_train_and_evaluate_config(server_identity: None) -> None:
+def test_server_sends_its_routine_and_lambda_in_train_and_evaluate_config(
+    server_identity: None,
+) -> None:
     # Prepare
     strategy = ScopedStrategy(
         build_strategy("ditto", {"lam": 0.5}, Sampling(min_available_nodes=1))
@@ -45,7 +50,9 @@ def test_server_sends_lambda_in_train_and_evaluate_config(server_identity: None)
     train = list(strategy.configure_train(1, arrays, ConfigRecord({}), grid))  # type: ignore[arg-type]
     evals = list(strategy.configure_evaluate(1, arrays, ConfigRecord({}), grid))  # type: ignore[arg-type]
     # Assert
-    assert [m.content.config_records[CONFIG][PERSONAL_LAMBDA] for m in train + evals] == [0.5] * 4
+    configs = [m.content.config_records[CONFIG] for m in train + evals]
+    assert [c[PERSONAL_LAMBDA] for c in configs] == [0.5] * 4
+    assert [c[ROUTINE] for c in configs] == ["ditto"] * 4
     with pytest.raises(StrategyOptionError, match="lam"):
         build_strategy("ditto", {"lam": -1.0})
 
@@ -55,7 +62,7 @@ def test_global_reply_is_the_same_as_without_the_personal_model(server_identity:
     shared, task = global_arrays(CFG, "digit")
     # Execute
     with_ditto = handle_train(
-        train_message(shared, task, personal_lambda=0.1), node_context(0), CFG
+        train_message(shared, task, personal_lambda=0.1, **DITTO), node_context(0), CFG
     )
     without = handle_train(train_message(shared, task), node_context(0), CFG)
     # Assert: the personal model trains beside the global one, never into it
@@ -73,7 +80,7 @@ def test_larger_lambda_keeps_the_personal_model_closer_to_the_global_one(
     for lam in (0.0, 1.0, 10.0):
         context = node_context(0)
         # Execute
-        handle_train(train_message(shared, task, personal_lambda=lam), context, CFG)
+        handle_train(train_message(shared, task, personal_lambda=lam, **DITTO), context, CFG)
         personal = from_record(context.state.array_records[PERSONAL_STATE])
         gaps.append(distance(personal, received))
     # Assert: ||v - w|| shrinks as lambda grows (and lambda 0 is plain local training)
@@ -84,13 +91,15 @@ def test_evaluate_uses_the_personal_model_when_asked(server_identity: None) -> N
     # Prepare
     shared, task = global_arrays(CFG, "digit")
     context = node_context(0)
-    handle_train(train_message(shared, task, personal_lambda=0.1), context, CFG)
+    handle_train(train_message(shared, task, personal_lambda=0.1, **DITTO), context, CFG)
     data = client_data(partition_spec(CFG), 0)
     by_hand = fresh_model(CFG)
     import_arrays(by_hand, from_record(context.state.array_records[PERSONAL_STATE]))
     expected = evaluate(by_hand, data.task, data.x_test, data.y_test)
     # Execute
-    personal = handle_evaluate(evaluate_message(shared, task, personal_lambda=0.1), context, CFG)
+    personal = handle_evaluate(
+        evaluate_message(shared, task, personal_lambda=0.1, **DITTO), context, CFG
+    )
     global_ = handle_evaluate(evaluate_message(shared, task), context, CFG)
     # Assert
     metrics = personal.content.metric_records["metrics"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from flwr.app import ConfigRecord
 
+from fedmtl.assembly import resolve_run
 from fedmtl.client_app import LOCAL_STATE, handle_evaluate, handle_train
 from fedmtl.config import build_config
 from fedmtl.records import CONFIG, HEAD_FINETUNE_EPOCHS, TASK_ARRAYS, to_record
@@ -16,7 +17,7 @@ from strategies.registry import Sampling, StrategyOptionError
 from tests.client_helpers import evaluate_message, global_arrays, node_context, train_message
 from tests.factories import FakeGrid
 
-CFG = build_config({"strategy": "fedbabu", "num-clients": 3})
+CFG = resolve_run(build_config({"strategy": "fedbabu", "num-clients": 3}))  # preset applied
 
 
 @pytest.fixture(autouse=True)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedmtl.records import from_record
+from fedmtl.records import from_record, to_record
 from strategies import ScopedStrategy, build_strategy
 from strategies.registry import Sampling
-from strategies.scoped import spec_of
 from strategies.zoo.task_balanced import task_balanced_weights
 from tests.factories import error_reply, train_reply
 
@@ -20,7 +19,7 @@ def _arrays(value: float) -> dict[str, np.ndarray]:
 def _scoped() -> ScopedStrategy:
     inner = build_strategy("task-balanced", {}, Sampling(min_available_nodes=1))
     strategy = ScopedStrategy(inner, task_arrays={})
-    strategy._shared_spec = spec_of(_arrays(0.0))
+    strategy.expect_shared(to_record(_arrays(0.0)))
     return strategy
 
 

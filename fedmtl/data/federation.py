@@ -1,4 +1,4 @@
-"""Split a dataset into per-client, per-task partitions (flwr-datasets partitioners).
+"""Split a dataset into per-client, per-task partitions (the registered partitioners).
 
 When the tasks share inputs (digits), all clients share one pool (the dataset
 minus the pretraining source split): a partitioner over the *base* labels gives
@@ -11,7 +11,6 @@ Everything is a pure function of the spec.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -20,30 +19,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedmtl.data.registry import BaseData, DatasetSpec, get_dataset_spec
+from fedmtl.data.partition_spec import PartitionSpec
+from fedmtl.data.partitioners import PartitionError, partition_indices
+from fedmtl.data.registry import BaseData
 
-
-@dataclass(frozen=True)
-class PartitionSpec:
-    """Everything that decides which client holds which examples and task."""
-
-    dataset: str
-    tasks: tuple[str, ...]
-    num_clients: int
-    task_assignment: str = "round-robin"
-    task_counts: tuple[tuple[str, int], ...] = ()
-    partitioner: str = "dirichlet"
-    dirichlet_alpha: float = 1.0
-    classes_per_client: int = 4
-    test_fraction: float = 0.25
-    seed: int = 0
-    dataset_options: str = "{}"  # canonical JSON, so the spec stays hashable
-    max_examples_per_task: int = 0
-
-    def dataset_spec(self) -> DatasetSpec:
-        """The dataset these partitions are drawn from."""
-        options: dict[str, Any] = json.loads(self.dataset_options)
-        return get_dataset_spec(self.dataset, options)
+__all__ = [
+    "ClientData",
+    "PartitionError",
+    "PartitionSpec",
+    "assign_tasks",
+    "build_federation",
+    "client_data",
+    "partition_indices",
+    "train_test_positions",
+]
 
 
 @dataclass(frozen=True)
@@ -79,51 +68,6 @@ def assign_tasks(
             raise ValueError(f"task counts add up to {len(out)}, expected {num_clients}")
         return out
     raise ValueError(f"unknown task assignment '{mode}'")
-
-
-def partition_indices(
-    labels: npt.NDArray[np.int64], spec: PartitionSpec
-) -> list[npt.NDArray[np.int64]]:
-    """Split positions ``0..len(labels)-1`` over clients with a flwr-datasets partitioner."""
-    from datasets import Dataset
-    from flwr_datasets.partitioner import (
-        DirichletPartitioner,
-        IidPartitioner,
-        Partitioner,
-        PathologicalPartitioner,
-    )
-
-    # IidPartitioner takes contiguous shards, so shuffle first (seeded).
-    order = np.random.default_rng(spec.seed).permutation(len(labels))
-    table = Dataset.from_dict({"position": order.tolist(), "label": labels[order].tolist()})
-    partitioner: Partitioner
-    if spec.partitioner == "iid":
-        partitioner = IidPartitioner(num_partitions=spec.num_clients)
-    elif spec.partitioner == "dirichlet":
-        partitioner = DirichletPartitioner(
-            num_partitions=spec.num_clients,
-            partition_by="label",
-            alpha=spec.dirichlet_alpha,
-            min_partition_size=4,
-            self_balancing=True,
-            seed=spec.seed,
-        )
-    elif spec.partitioner == "pathological":
-        partitioner = PathologicalPartitioner(
-            num_partitions=spec.num_clients,
-            partition_by="label",
-            num_classes_per_partition=spec.classes_per_client,
-            class_assignment_mode="random",
-            seed=spec.seed,
-        )
-    else:
-        raise ValueError(f"unknown partitioner '{spec.partitioner}'")
-    partitioner.dataset = table
-    parts = []
-    for client in range(spec.num_clients):
-        positions = partitioner.load_partition(client)["position"]
-        parts.append(np.sort(np.asarray(positions, dtype=np.int64)))
-    return parts
 
 
 def train_test_positions(
@@ -188,7 +132,12 @@ def build_federation(spec: PartitionSpec) -> tuple[ClientData, ...]:
             _, pool = dataset.source_split(len(base.y))
             pool = _cap(pool, spec.max_examples_per_task, spec.seed)
             task_spec = replace(spec, num_clients=len(holders))
-            parts = partition_indices(base.y[pool], task_spec)
+            try:
+                parts = partition_indices(base.y[pool], task_spec)
+            except PartitionError as exc:
+                raise PartitionError(
+                    exc.key, f"task '{task}' ({len(holders)} clients): {exc}"
+                ) from None
             label_fn = dataset.tasks[task].label_fn
             for client_id, positions in zip(holders, parts, strict=True):
                 clients[client_id] = _client(client_id, task, base, label_fn, pool[positions], spec)

@@ -42,6 +42,7 @@ from fedmtl.config import load_experiment, parse_override
 from fedmtl.data.federation import assign_tasks
 from fedmtl.deploy.certs import NodeKey, TlsFiles, write_node_key, write_tls_files
 from fedmtl.deploy.device_files import DeviceFile, write_device_files
+from fedmtl.results import RunDirectory
 
 CONNECTION = "fedmtl-local"
 APP_DIR = Path(__file__).resolve().parents[2]  # fedmtl's Flower App: the repository root
@@ -382,6 +383,11 @@ class LocalFederation:
         if not runs or "config" not in json.loads(runs[-1].read_text()):
             raise DeploymentError(
                 f"the run failed; its output ({self.logs / 'run.log'}):\n{self.log_tail('run', 30)}"
+            )
+        outcome = RunDirectory(runs[-1].parent).outcome()  # e.g. every round was skipped
+        if outcome.failed:
+            raise DeploymentError(
+                f"the run failed: {outcome.failure}; results so far are in {runs[-1].parent}"
             )
         return runs[-1].parent
 

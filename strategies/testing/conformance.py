@@ -8,6 +8,10 @@ one task-scope array per task. A check returns ``None`` when the strategy
 conforms, raises ``AssertionError`` naming what broke, and calls
 ``pytest.skip`` when the strategy's traits (:mod:`strategies.testing.traits`)
 say the check does not apply.
+
+Every round a check plays must give usable arrays: ``ScopedStrategy`` checks
+what the strategy returns (the keys, shapes and dtypes sent, finite values)
+before anything is sent, and a round it skips fails the check with the reason.
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ from flwr.serverapp import Grid
 
 from fedmtl.records import ARRAYS, TASK_ARRAYS, NDArrays, from_record, to_record
 from strategies.registry import Sampling, build_strategy
-from strategies.scoped import ScopedStrategy
-from strategies.scoped import logger as scoped_logger
+from strategies.scoped import ScopedOptions, ScopedStrategy
 from strategies.testing.fakes import CLIENT_ID_OFFSET, FakeGrid, server_identity, train_reply
 from strategies.testing.traits import WEIGHTED_MEAN, traits_of
 
@@ -65,7 +68,7 @@ def new_scoped(name: str, options: Options) -> ScopedStrategy:
     """A fresh ``ScopedStrategy`` around ``build_strategy(name, options)``."""
     inner = build_strategy(name, options, SAMPLING)
     tasks = {task: to_record(arrays) for task, arrays in initial_task_arrays().items()}
-    return ScopedStrategy(inner, task_arrays=tasks, query_timeout=1.0)
+    return ScopedStrategy(inner, task_arrays=tasks, options=ScopedOptions(query_timeout=1.0))
 
 
 def received(instruction: Message) -> tuple[NDArrays, NDArrays | None]:
@@ -120,7 +123,7 @@ def play_round(
     log = strategy.rounds[server_round]
     assert result is not None, (
         f"{type(strategy.inner).__name__}: round {server_round} gave no arrays "
-        f"(skipped={log.skipped}, rejected={log.rejected})"
+        f"(skipped: {log.skip_reason}; rejected: {log.rejected})"
     )
     return from_record(result)
 
@@ -145,7 +148,7 @@ def seeded(seed: int = SEED) -> Iterator[None]:
 
 @contextmanager
 def captured_warnings() -> Iterator[list[str]]:
-    """Messages ``ScopedStrategy`` logs at WARNING or above during the block."""
+    """Messages the ``strategies`` package (the wrapper and its parts) logs at WARNING or above."""
     messages: list[str] = []
 
     class _Handler(logging.Handler):
@@ -153,15 +156,16 @@ def captured_warnings() -> Iterator[list[str]]:
             messages.append(record.getMessage())
 
     handler = _Handler(logging.WARNING)
-    level = scoped_logger.level
-    scoped_logger.addHandler(handler)
-    if scoped_logger.getEffectiveLevel() > logging.WARNING:
-        scoped_logger.setLevel(logging.WARNING)
+    package_logger = logging.getLogger("strategies")
+    level = package_logger.level
+    package_logger.addHandler(handler)
+    if package_logger.getEffectiveLevel() > logging.WARNING:
+        package_logger.setLevel(logging.WARNING)
     try:
         yield messages
     finally:
-        scoped_logger.removeHandler(handler)
-        scoped_logger.setLevel(level)
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(level)
 
 
 def _assert_same(

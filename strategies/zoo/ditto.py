@@ -9,14 +9,15 @@ models only; clients are evaluated with their personal models. ``lambda = 0``
 gives local training, a large ``lambda`` the global model.
 
 Wire keys: reads the shared ``"arrays"``, the ``"task-arrays"`` (averaged per task
-by ``ScopedStrategy``) and ``"metrics"``; sends ``"personal-lambda"``
-(``fedmtl.records.PERSONAL_LAMBDA``) in the ``"config"`` of every train and
-evaluate message. Scope preset (the global model): ``backbone.*`` shared,
-``heads.*`` task, batch-norm counters local. Client side: the fedmtl ClientApp
-keeps ``v_k`` (all entries it trains) in its local state, trains it after the
+by ``ScopedStrategy``) and ``"metrics"``; sends ``"client-routine" = "ditto"`` and
+``"personal-lambda"`` (``fedmtl.records.ROUTINE``, ``PERSONAL_LAMBDA``) in the
+``"config"`` of every train and evaluate message. Scope preset (the global
+model): ``backbone.*`` shared, ``heads.*`` task, batch-norm counters local.
+Client side: the ``ditto`` client routine (``fedmtl.routines.ditto``) keeps
+``v_k`` (all entries it trains) in the client's state, trains it after the
 global model with the proximal term over the received shared and task entries
-(the same code path as FedProx), and evaluates ``v_k`` when the evaluate config
-holds ``personal-lambda``; before its first training round ``v_k = w``.
+(the same code path as FedProx), and evaluates ``v_k``; before its first
+training round ``v_k = w``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedmtl.records import PERSONAL_LAMBDA, with_entries
+from fedmtl.records import PERSONAL_LAMBDA, ROUTINE, with_entries
+from fedmtl.scopes import ScopePreset
 from strategies.registry import register
 
 
@@ -45,12 +47,12 @@ class Ditto(FedAvg):
         FedAvg's sampling arguments.
     """
 
-    scope_preset: ClassVar[dict[str, Any]] = {
-        "task": ("heads.*",),
-        "local": ("*.num_batches_tracked",),
-        "shared": ("backbone.*",),
-        "default": "shared",
-    }
+    scope_preset: ClassVar[ScopePreset] = ScopePreset(
+        task=("heads.*",),
+        local=("*.num_batches_tracked",),
+        shared=("backbone.*",),
+        default="shared",
+    )
     conformance_traits = ("weighted-mean",)
 
     def __init__(self, lam: float = 0.1, **kwargs: Any) -> None:
@@ -60,16 +62,16 @@ class Ditto(FedAvg):
         self.lam = float(lam)
 
     def _with_lambda(self, config: ConfigRecord) -> ConfigRecord:
-        return with_entries(config, {PERSONAL_LAMBDA: self.lam})
+        return with_entries(config, {ROUTINE: "ditto", PERSONAL_LAMBDA: self.lam})
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """FedAvg's train messages, with ``personal-lambda`` in their config."""
+        """FedAvg's train messages, naming the ``ditto`` routine and ``personal-lambda``."""
         return super().configure_train(server_round, arrays, self._with_lambda(config), grid)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """FedAvg's evaluate messages; ``personal-lambda`` asks for the personal model."""
+        """FedAvg's evaluate messages; the ``ditto`` routine evaluates the personal model."""
         return super().configure_evaluate(server_round, arrays, self._with_lambda(config), grid)

@@ -18,10 +18,11 @@ Wire keys: reads the shared ``"arrays"`` (the body) and ``"metrics"``; sends
 FedAvg's train messages and, in every evaluate message's ``"config"``,
 ``"head-finetune-epochs"`` (``fedmtl.records.HEAD_FINETUNE_EPOCHS``). Scope
 preset: ``heads.*`` frozen, ``backbone.*`` shared, batch-norm counters local.
-Client side: the fedmtl ClientApp trains only unfrozen entries (the body) and, on
-an evaluate message with ``head-finetune-epochs > 0``, trains its task's head for
-that many epochs on its training split (the run's optimizer and learning rate)
-before evaluating.
+Client side: the ``default`` client routine (``fedmtl.routines``) trains only
+unfrozen entries (the body) and, on an evaluate message with
+``head-finetune-epochs > 0``, trains a copy of its task's head for that many
+epochs on its training split (the run's optimizer and learning rate) before
+evaluating.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedmtl.records import HEAD_FINETUNE_EPOCHS, with_entries
+from fedmtl.scopes import ScopePreset
 from strategies.registry import register
 
 
@@ -50,12 +52,12 @@ class FedBABU(FedAvg):
         FedAvg's sampling arguments.
     """
 
-    scope_preset: ClassVar[dict[str, Any]] = {
-        "frozen": ("heads.*",),
-        "local": ("*.num_batches_tracked",),
-        "shared": ("backbone.*",),
-        "default": "shared",
-    }
+    scope_preset: ClassVar[ScopePreset] = ScopePreset(
+        frozen=("heads.*",),
+        local=("*.num_batches_tracked",),
+        shared=("backbone.*",),
+        default="shared",
+    )
     conformance_traits = ("weighted-mean",)
 
     def __init__(self, finetune_epochs: int = 5, **kwargs: Any) -> None:

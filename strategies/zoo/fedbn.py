@@ -14,10 +14,11 @@ training; normalization layers are kept in the client's local state.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from flwr.serverapp.strategy import FedAvg
 
+from fedmtl.scopes import ScopePreset
 from strategies.registry import register
 
 NORM_LAYERS = ("*bn*", "*norm*", "*Norm*", "*.num_batches_tracked")
@@ -27,10 +28,7 @@ NORM_LAYERS = ("*bn*", "*norm*", "*Norm*", "*.num_batches_tracked")
 class FedBN(FedAvg):
     """FedAvg of everything but normalization layers; heads averaged per task."""
 
-    scope_preset: ClassVar[dict[str, Any]] = {
-        "local": NORM_LAYERS,
-        "task": ("heads.*",),
-        "shared": ("*",),
-        "default": "shared",
-    }
+    scope_preset: ClassVar[ScopePreset] = ScopePreset(
+        local=NORM_LAYERS, task=("heads.*",), shared=("*",), default="shared"
+    )
     conformance_traits = ("weighted-mean",)

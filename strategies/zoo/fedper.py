@@ -13,23 +13,22 @@ client's local state between rounds.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from flwr.serverapp.strategy import FedAvg
 
+from fedmtl.scopes import ScopePreset
 from strategies.registry import register
 
 # Heads stay on the client; batch-norm counters are bookkeeping, not weights.
-PERSONAL_HEADS: dict[str, Any] = {
-    "local": ("heads.*", "*.num_batches_tracked"),
-    "shared": ("backbone.*",),
-    "default": "shared",
-}
+PERSONAL_HEADS = ScopePreset(
+    local=("heads.*", "*.num_batches_tracked"), shared=("backbone.*",), default="shared"
+)
 
 
 @register("fedper")
 class FedPer(FedAvg):
     """FedAvg of the body; heads stay on the clients."""
 
-    scope_preset: ClassVar[dict[str, Any]] = PERSONAL_HEADS
+    scope_preset: ClassVar[ScopePreset] = PERSONAL_HEADS
     conformance_traits = ("weighted-mean",)

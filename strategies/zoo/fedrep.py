@@ -6,10 +6,11 @@ Learning", ICML 2021. Each round a client first trains its head for
 the body for the run's ``local-epochs`` with the head frozen; the server averages
 the bodies (FedAvg). Heads never leave the client.
 
-Wire keys: sends ``"head-epochs"`` in the ``"config"`` record of every train
-message (``fedmtl.records.HEAD_EPOCHS``); reads the shared ``"arrays"`` (the
-body) and ``"metrics"``. Scope preset: ``backbone.*`` shared, ``heads.*`` local.
-Client side: the fedmtl ClientApp runs the two phases when ``head-epochs > 0``.
+Wire keys: sends ``"client-routine" = "fedrep"`` and ``"head-epochs"`` in the
+``"config"`` record of every train message (``fedmtl.records.ROUTINE``,
+``HEAD_EPOCHS``); reads the shared ``"arrays"`` (the body) and ``"metrics"``.
+Scope preset: ``backbone.*`` shared, ``heads.*`` local. Client side: the
+``fedrep`` client routine (``fedmtl.routines.fedrep``) runs the two phases.
 
 The default is 1 head epoch, not the paper's 10: the paper's setting needs a
 smaller step than fedmtl's default SGD (lr 0.05, momentum 0.9). Measured on the
@@ -30,7 +31,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedmtl.records import HEAD_EPOCHS, with_entries
+from fedmtl.records import HEAD_EPOCHS, ROUTINE, with_entries
+from fedmtl.scopes import ScopePreset
 from strategies.registry import register
 from strategies.zoo.fedper import PERSONAL_HEADS
 
@@ -48,7 +50,7 @@ class FedRep(FedAvg):
         FedAvg's sampling arguments.
     """
 
-    scope_preset: ClassVar[dict[str, Any]] = PERSONAL_HEADS
+    scope_preset: ClassVar[ScopePreset] = PERSONAL_HEADS
     conformance_traits = ("weighted-mean",)
 
     def __init__(self, head_epochs: int = 1, **kwargs: Any) -> None:
@@ -60,6 +62,6 @@ class FedRep(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """FedAvg's train messages, with ``head-epochs`` in their config."""
-        config = with_entries(config, {HEAD_EPOCHS: self.head_epochs})
+        """FedAvg's train messages, naming the ``fedrep`` client routine and ``head-epochs``."""
+        config = with_entries(config, {ROUTINE: "fedrep", HEAD_EPOCHS: self.head_epochs})
         return super().configure_train(server_round, arrays, config, grid)

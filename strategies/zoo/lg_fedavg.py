@@ -13,10 +13,11 @@ the client's local state between rounds.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from flwr.serverapp.strategy import FedAvg
 
+from fedmtl.scopes import ScopePreset
 from strategies.registry import register
 
 
@@ -24,9 +25,7 @@ from strategies.registry import register
 class LGFedAvg(FedAvg):
     """Local representation, heads averaged per task."""
 
-    scope_preset: ClassVar[dict[str, Any]] = {
-        "task": ("heads.*",),
-        "local": ("backbone.*",),
-        "default": "local",
-    }
+    scope_preset: ClassVar[ScopePreset] = ScopePreset(
+        task=("heads.*",), local=("backbone.*",), default="local"
+    )
     conformance_traits = ("weighted-mean",)

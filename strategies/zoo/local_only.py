@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fedmtl.scopes import ScopePreset
 from strategies.registry import register
 
 
@@ -25,7 +26,7 @@ from strategies.registry import register
 class LocalOnly(FedAvg):
     """No aggregation: the global arrays never change and clients keep everything local."""
 
-    scope_preset: ClassVar[dict[str, Any]] = {"local": ("*",), "default": "local"}
+    scope_preset: ClassVar[ScopePreset] = ScopePreset(local=("*",), default="local")
     conformance_traits = ("no-aggregation",)
 
     def __init__(self, **kwargs: Any) -> None:

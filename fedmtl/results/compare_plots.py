@@ -1,4 +1,4 @@
-"""Plots of a strategy comparison: final accuracy per task, and accuracy over rounds."""
+"""Drawing a strategy comparison: final accuracy per task, and accuracy over rounds."""
 
 from __future__ import annotations
 

@@ -2,34 +2,34 @@
 
 A run directory's ``metrics.jsonl`` holds every client's metrics of every
 evaluated round, so the report, the summary and the plots can always be rebuilt
-from it (``fedmtl report``, :func:`fedmtl.compare.rebuild_report`).
+from it (``fedmtl report``, :func:`fedmtl.results.rebuild.rebuild_report`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from fedmtl.plots import METRICS_FILE, format_task_table, read_metrics
-from fedmtl.results import SUMMARY_FILE, summarize_run
-
-REPORT_FILE = "report.md"
+from fedmtl.results.run_directory import RunDirectory
+from fedmtl.results.summary import RunOutcome, describe_skips, summarize_run
+from fedmtl.results.tables import format_task_table
 
 
 def run_report(run_dir: Path) -> str:
     """Markdown of a run: per-task tables of round 0, the final round and the best rounds."""
-    records = read_metrics(run_dir / METRICS_FILE)
-    evaluated = [r for r in records if r["evaluate"]["tasks"]]
+    run = RunDirectory(run_dir)
+    records = run.rounds()
+    evaluated = [r for r in records if r.evaluate.tasks]
     if not evaluated:
-        return f"# {run_dir.name}\n\nno evaluated round yet\n"
+        return f"# {run.path.name}\n\nno evaluated round yet\n"
     summary = summarize_run(records)
     lines = [
-        f"# {run_dir.name}",
+        f"# {run.path.name}",
         "",
-        f"Round 0 (initial model), per task over clients:\n\n{format_task_table(evaluated[0])}",
+        "Round 0 (initial model), per task over clients:\n\n"
+        f"{format_task_table(evaluated[0].evaluate.tasks)}",
         "",
-        f"Final round {evaluated[-1]['round']}, per task over clients:\n\n"
-        f"{format_task_table(evaluated[-1])}",
+        f"Final round {evaluated[-1].round}, per task over clients:\n\n"
+        f"{format_task_table(evaluated[-1].evaluate.tasks)}",
         "",
         "Best round per task (mean client accuracy; reported apart from the final round):",
         "",
@@ -38,8 +38,7 @@ def run_report(run_dir: Path) -> str:
     ]
     for task, best in sorted(summary["best-round"].items()):
         lines.append(f"| {task} | {best['round']} | {best['accuracy-mean']:.3f} |")
-    summary_path = run_dir / SUMMARY_FILE
-    saved = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    saved = run.summary()
     if "unseen" in saved:
         unseen = saved["unseen"]
         lines += [
@@ -47,6 +46,12 @@ def run_report(run_dir: Path) -> str:
             f"Unseen clients (held out of training; a fresh head tuned "
             f"{unseen['finetune-epochs']} epochs on the final shared part):",
             "",
-            format_task_table({"evaluate": unseen}),
+            format_task_table(unseen["tasks"]),
         ]
+    outcome = RunOutcome.from_summary(saved)
+    if outcome.skipped:
+        skips = describe_skips(outcome.skipped, limit=None)
+        lines += ["", f"Skipped rounds ({len(outcome.skipped)}): {skips}"]
+    if outcome.failed:
+        lines += ["", f"**The run failed**: {outcome.failure}"]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,115 @@
+"""Rules between keys, and between keys and the dataset and backbone registries."""
+
+from __future__ import annotations
+
+from fedmtl.config.schema import ConfigError, ExperimentConfig, suggest
+from fedmtl.data import get_dataset_spec
+from fedmtl.data.registry import DatasetOptionError
+from fedmtl.models import BackboneOptionError, check_backbone
+from fedmtl.registry import RegistryError
+from fedmtl.scopes import ScopeRuleError, ScopeRules
+
+
+def validate_cross_keys(cfg: ExperimentConfig) -> None:
+    """Checks that involve several keys or the plug-in registries (the strategy excepted).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key to change.
+    """
+    _check_dataset_and_tasks(cfg)
+    _check_task_assignment(cfg)
+    _check_scope_patterns(cfg)
+    _check_client_counts(cfg)
+    if cfg.checkpoint_every > 0 and cfg.client_state == "memory":
+        raise ConfigError(
+            "client-state",
+            "'memory' state dies with the run, so checkpoint-every > 0 could not resume it; "
+            "use 'disk' (or 'auto', which picks 'disk' when checkpointing)",
+        )
+
+
+def _check_dataset_and_tasks(cfg: ExperimentConfig) -> None:
+    try:
+        spec = get_dataset_spec(cfg.dataset, cfg.dataset_options)
+    except RegistryError as exc:
+        raise ConfigError("dataset", str(exc)) from None
+    except (DatasetOptionError, FileNotFoundError) as exc:
+        raise ConfigError("dataset-options", str(exc)) from None
+    try:
+        check_backbone(cfg.backbone, cfg.backbone_options)
+    except RegistryError as exc:
+        raise ConfigError("backbone", str(exc)) from None
+    except BackboneOptionError as exc:
+        raise ConfigError("backbone-options", str(exc)) from None
+    if not cfg.tasks:
+        raise ConfigError("tasks", "needs at least one task")
+    for task in cfg.tasks:
+        if task not in spec.tasks:
+            raise ConfigError(
+                "tasks",
+                f"'{task}' is not a task of dataset '{cfg.dataset}'; allowed: "
+                f"{sorted(spec.tasks)}{suggest(task, sorted(spec.tasks))}",
+            )
+    if len(set(cfg.tasks)) != len(cfg.tasks):
+        raise ConfigError("tasks", f"lists a task twice: {list(cfg.tasks)}")
+
+
+def _check_task_assignment(cfg: ExperimentConfig) -> None:
+    if cfg.task_assignment == "counts":
+        unknown = set(cfg.task_counts) - set(cfg.tasks)
+        if unknown:
+            raise ConfigError("task-counts", f"names tasks not in 'tasks': {sorted(unknown)}")
+        counts = list(cfg.task_counts.values())
+        if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+            raise ConfigError("task-counts", f"counts must be integers >= 0, got {counts}")
+        total = sum(counts)
+        if total != cfg.num_clients:
+            raise ConfigError(
+                "task-counts",
+                f"counts add up to {total} but num-clients is {cfg.num_clients}",
+            )
+    elif cfg.num_clients < len(cfg.tasks):
+        raise ConfigError(
+            "num-clients", f"must be >= the number of tasks ({len(cfg.tasks)}) for round-robin"
+        )
+
+
+def _check_scope_patterns(cfg: ExperimentConfig) -> None:
+    """The ``scope-*`` keys make valid rules (``re:`` patterns compile)."""
+    try:
+        ScopeRules(
+            frozen=cfg.scope_frozen,
+            local=cfg.scope_local,
+            task=cfg.scope_task,
+            shared=cfg.scope_shared,
+            default=cfg.scope_default,
+        )
+    except ScopeRuleError as exc:
+        raise ConfigError(f"scope-{exc.field}", str(exc)) from None
+
+
+def _check_client_counts(cfg: ExperimentConfig) -> None:
+    if cfg.min_available_clients > cfg.num_clients:
+        raise ConfigError(
+            "min-available-clients",
+            f"must be <= num-clients ({cfg.num_clients}), got {cfg.min_available_clients}",
+        )
+    if cfg.holdout_clients >= cfg.num_clients:
+        raise ConfigError(
+            "holdout-clients",
+            f"must leave clients to train: {cfg.holdout_clients} >= num-clients {cfg.num_clients}",
+        )
+    taking_part = cfg.num_clients - cfg.holdout_clients
+    if cfg.evaluate_panel > taking_part:
+        raise ConfigError(
+            "evaluate-panel",
+            f"{cfg.evaluate_panel} clients but only {taking_part} "
+            "take part (num-clients - holdout-clients)",
+        )
+    if cfg.evaluate_panel and cfg.fraction_evaluate < 1.0:
+        raise ConfigError(
+            "evaluate-panel",
+            "a fixed panel replaces sampling at evaluation: set fraction-evaluate = 1.0",
+        )

@@ -1,0 +1,80 @@
+"""Checks on what a dataset plug-in returns, before any client trains on it.
+
+Run once per run (:func:`fedmtl.run_model.check_run_inputs`) and by the
+contract tests over every registered dataset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fedmtl.data.federation import ClientData
+from fedmtl.data.registry import DatasetSpec
+
+INPUT_KINDS = ("image", "text", "vector")
+
+
+class DatasetContractError(ValueError):
+    """A dataset plug-in returned something the rest of fedmtl cannot use."""
+
+
+def check_dataset_spec(spec: DatasetSpec) -> None:
+    """The spec names its tasks consistently, with outputs, and a known input kind.
+
+    Raises
+    ------
+    DatasetContractError
+        Saying what is wrong.
+    """
+    where = f"dataset '{spec.name}'"
+    if not spec.tasks:
+        raise DatasetContractError(f"{where} offers no tasks")
+    for name, task in spec.tasks.items():
+        if task.name != name:
+            raise DatasetContractError(f"{where}: task '{name}' calls itself '{task.name}'")
+        if task.num_outputs < 1:
+            raise DatasetContractError(
+                f"{where}: task '{name}' has {task.num_outputs} outputs; needs >= 1"
+            )
+    if spec.input_kind not in INPUT_KINDS:
+        raise DatasetContractError(
+            f"{where}: input kind '{spec.input_kind}' is not one of {list(INPUT_KINDS)}"
+        )
+    if not 0.0 <= spec.source_fraction < 1.0:
+        raise DatasetContractError(
+            f"{where}: source fraction {spec.source_fraction} leaves no data for the clients"
+        )
+
+
+def check_examples(where: str, x: npt.NDArray[Any], y: npt.NDArray[Any], num_outputs: int) -> None:
+    """Inputs and labels of matching length, integer labels in range, finite numeric inputs.
+
+    Raises
+    ------
+    DatasetContractError
+        Naming ``where`` (which client, which split) and what is wrong.
+    """
+    if len(x) != len(y):
+        raise DatasetContractError(f"{where}: {len(x)} inputs but {len(y)} labels")
+    if y.dtype.kind not in "iu":
+        raise DatasetContractError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_outputs):
+        raise DatasetContractError(
+            f"{where}: labels span {int(y.min())}..{int(y.max())}, outside 0..{num_outputs - 1}"
+        )
+    if x.dtype == object:
+        if not all(isinstance(item, str) for item in x):
+            raise DatasetContractError(f"{where}: an object array of inputs must hold str texts")
+    elif x.dtype.kind in "fc" and not np.isfinite(x).all():
+        raise DatasetContractError(f"{where}: inputs hold NaN or infinite values")
+
+
+def check_client_data(data: ClientData, spec: DatasetSpec) -> None:
+    """One client's train and test arrays pass :func:`check_examples` for its task."""
+    num_outputs = spec.tasks[data.task].num_outputs
+    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        where = f"dataset '{spec.name}', client {data.client_id} ({data.task}), {split}"
+        check_examples(where, x, y, num_outputs)
