@@ -12,6 +12,7 @@ changes nothing and its ``config.toml`` re-runs with the same scopes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,17 @@ def resolve_run(cfg: ExperimentConfig) -> ExperimentConfig:
     return apply_scope_preset(cfg, preset)
 
 
+@functools.lru_cache(maxsize=8)
+def resolved(cfg: ExperimentConfig) -> ExperimentConfig:
+    """:func:`resolve_run`, cached per config: what every entry point of a run calls.
+
+    The ServerApp and the ClientApp handlers resolve what they are given, so a
+    config that skipped :func:`resolve_run` still gets its strategy's scopes on
+    both sides (resolving a resolved config changes nothing).
+    """
+    return resolve_run(cfg)
+
+
 def load_run(
     experiment: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -107,4 +119,4 @@ def experiment_from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfi
 
     Both apps call this one function, so they agree on the scopes.
     """
-    return resolve_run(config_from_run_config(run_config))
+    return resolved(config_from_run_config(run_config))

@@ -14,12 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmtl.assembly import load_run
-from fedmtl.config import (
-    SIMULATIONS_DIR,
-    ConfigError,
-    ExperimentConfig,
-    parse_override,
-)
+from fedmtl.config import ConfigError, ExperimentConfig, parse_override, shipped_experiments
 from fedmtl.deploy.local import (
     APP_DIR,
     DeploymentError,
@@ -241,7 +236,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_experiments(_: argparse.Namespace) -> int:
     """List the experiment files in simulations/."""
-    for path in sorted(SIMULATIONS_DIR.glob("*.toml")):
+    for path in shipped_experiments():
         first = next(
             (ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), ""
         )

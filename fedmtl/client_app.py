@@ -21,7 +21,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
-from fedmtl.assembly import experiment_from_run_config
+from fedmtl.assembly import experiment_from_run_config, resolved
 from fedmtl.attacks import HONEST, TRAIN_LABELS, relabel
 from fedmtl.client_state import ClientStateStore
 from fedmtl.config import ConfigError, ExperimentConfig, partition_spec
@@ -273,7 +273,7 @@ def make_client_app(
 
     def resolve(context: Context) -> ExperimentConfig:
         if config is not None:
-            return config
+            return resolved(config)
         cfg = experiment_from_run_config(context.run_config)
         if cfg.attack != "none":
             raise ConfigError("attack", "malicious clients run only under `fedmtl simulate`")

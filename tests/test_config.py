@@ -19,7 +19,7 @@ import pytest
 
 from fedmtl.cli import main
 from fedmtl.config import (
-    SIMULATIONS_DIR,
+    EXPERIMENTS_DIR,
     ConfigError,
     ExperimentConfig,
     build_config,
@@ -47,7 +47,7 @@ def test_defaults_load_and_match_dataclass_defaults() -> None:
 
 def test_load_experiment_reads_simulation_file() -> None:
     # Prepare
-    with (SIMULATIONS_DIR / "digits.toml").open("rb") as fh:
+    with (EXPERIMENTS_DIR / "digits.toml").open("rb") as fh:
         on_disk = tomllib.load(fh)
 
     # Execute

@@ -13,6 +13,7 @@ from fedmtl.models.lora import apply_lora
 from fedmtl.run_model import initial_model, run_scopes
 from fedmtl.scope_table import finetune_modes_table, summarize_scopes
 from fedmtl.scopes import ScopeRules, finetune_frozen_patterns, scope_of
+from tests.extras import needs_lora
 
 BLOCKS = [("conv1", "bn1"), ("conv2", "bn2"), ("proj",)]
 
@@ -77,6 +78,7 @@ def test_run_scopes_apply_the_mode_over_the_runs_rules() -> None:
     assert {s for k, s in frozen.items() if k.startswith("backbone.")} == {"frozen"}
 
 
+@needs_lora
 def test_lora_adds_zero_initialised_adapters_that_change_nothing_at_first() -> None:
     # Prepare
     torch.manual_seed(0)
@@ -94,6 +96,7 @@ def test_lora_adds_zero_initialised_adapters_that_change_nothing_at_first() -> N
         torch.testing.assert_close(backbone(x), before)
 
 
+@needs_lora
 def test_lora_init_is_seeded() -> None:
     def adapters(seed: int) -> torch.Tensor:
         torch.manual_seed(0)
@@ -104,11 +107,13 @@ def test_lora_init_is_seeded() -> None:
     assert not torch.equal(adapters(1), adapters(2))
 
 
+@needs_lora
 def test_lora_targets_that_match_nothing_are_refused() -> None:
     with pytest.raises(BackboneOptionError, match="nothing_here"):
         apply_lora(build_backbone("digits-cnn"), targets=["nothing_here"])
 
 
+@needs_lora
 def test_scope_summary_counts_what_trains_and_what_travels() -> None:
     # Prepare
     cfg = build_config({"pretrained": "none", "finetune": "lora", "lora-rank": 2})
@@ -123,6 +128,7 @@ def test_scope_summary_counts_what_trains_and_what_travels() -> None:
     assert summary.sent_bytes["digit"] == 4 * sum(lora.values())
 
 
+@needs_lora
 def test_modes_table_lists_every_mode_with_less_traffic_than_full() -> None:
     table = finetune_modes_table(build_config({"pretrained": "none"}))
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}

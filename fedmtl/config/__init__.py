@@ -20,13 +20,14 @@ and model layers take from a config).
 """
 
 from fedmtl.config.experiments import (
-    SIMULATIONS_DIR,
+    EXPERIMENTS_DIR,
     config_from_run_config,
     experiment_values,
     load_experiment,
     read_experiment_file,
     resolve_experiment_path,
     run_config_values,
+    shipped_experiments,
 )
 from fedmtl.config.parsing import CHOICES, RANGES, build_config, parse_override
 from fedmtl.config.schema import SCOPES, ConfigError, ExperimentConfig, known_keys
@@ -34,9 +35,9 @@ from fedmtl.config.views import partition_spec, scope_rules
 
 __all__ = [
     "CHOICES",
+    "EXPERIMENTS_DIR",
     "RANGES",
     "SCOPES",
-    "SIMULATIONS_DIR",
     "ConfigError",
     "ExperimentConfig",
     "build_config",
@@ -50,4 +51,5 @@ __all__ = [
     "resolve_experiment_path",
     "run_config_values",
     "scope_rules",
+    "shipped_experiments",
 ]

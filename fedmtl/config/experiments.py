@@ -11,19 +11,26 @@ from typing import Any
 from fedmtl.config.parsing import build_config, parse_override
 from fedmtl.config.schema import ConfigError, ExperimentConfig
 
-SIMULATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "simulations"
+# The built-in experiments ship inside the package (``simulations/`` in a clone links
+# here), so an installed fedmtl finds them without the source tree.
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def shipped_experiments() -> list[Path]:
+    """The experiment files that come with fedmtl (``fedmtl experiments`` lists them)."""
+    return sorted(EXPERIMENTS_DIR.glob("*.toml"))
 
 
 def resolve_experiment_path(name_or_path: str) -> Path:
-    """Find an experiment file by path, or by name in ``simulations/``."""
+    """Find an experiment file by path, by name in ``./simulations/``, or by built-in name."""
     candidate = Path(name_or_path)
     if candidate.is_file():
         return candidate
-    for folder in (Path.cwd() / "simulations", SIMULATIONS_DIR):
+    for folder in (Path.cwd() / "simulations", EXPERIMENTS_DIR):
         named = folder / f"{name_or_path.removesuffix('.toml')}.toml"
         if named.is_file():
             return named
-    available = sorted(p.stem for p in SIMULATIONS_DIR.glob("*.toml"))
+    available = [p.stem for p in shipped_experiments()]
     raise ConfigError(
         "experiment",
         f"no experiment file '{name_or_path}'; give a path to a TOML file or one of {available}",
