@@ -119,6 +119,18 @@ def reply_content(
     return content
 
 
+def reply_examples(content: RecordDict) -> float:
+    """The reply's ``num-examples`` as a float (``KeyError`` if absent, ``TypeError`` if a list).
+
+    Replies are validated before aggregation, so strategies read it through this
+    one typed accessor instead of indexing the MetricRecord.
+    """
+    value = content.metric_records[METRICS][NUM_EXAMPLES]
+    if isinstance(value, list):
+        raise TypeError(f"'{NUM_EXAMPLES}' must be a number, got a list")
+    return float(value)
+
+
 def metric_values(content: RecordDict) -> dict[str, float]:
     """The reply's scalar metrics as floats (lists are dropped)."""
     record = content.metric_records.get(METRICS, MetricRecord())

@@ -39,12 +39,11 @@ from fedmtl.metrics import ClientRow, summarize_rows
 from fedmtl.records import (
     ARRAYS,
     CONFIG,
-    METRICS,
-    NUM_EXAMPLES,
     TASK_ARRAYS,
     NDArrays,
     from_record,
     record_nbytes,
+    reply_examples,
     to_record,
 )
 from strategies.aggregate_checks import (
@@ -426,7 +425,7 @@ def task_averages(valid: list[ValidReply], sent: Mapping[str, NDArrays]) -> dict
     groups: dict[str, list[tuple[NDArrays, float]]] = defaultdict(list)
     for reply, info in valid:
         if info.task in sent:
-            weight = float(reply.content.metric_records[METRICS][NUM_EXAMPLES])  # type: ignore[arg-type]
+            weight = reply_examples(reply.content)
             groups[info.task].append(
                 (from_record(reply.content.array_records[TASK_ARRAYS]), weight)
             )

@@ -42,7 +42,13 @@ from flwr.serverapp.strategy import FedAvg
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-from fedmtl.records import CLIENT, METRICS, NUM_EXAMPLES, NDArrays, from_record, to_record
+from fedmtl.records import (
+    ClientInfo,
+    NDArrays,
+    from_record,
+    reply_examples,
+    to_record,
+)
 from strategies.aggregation import weighted_average
 from strategies.registry import register
 
@@ -101,10 +107,10 @@ def flat_update(arrays: NDArrays, reference: NDArrays) -> npt.NDArray[np.float64
 
 def _client_id(reply: Message) -> int:
     """The replying client's id (its ``"client"`` record), else its node id."""
-    record = reply.content.config_records.get(CLIENT)
-    if record is not None and "client-id" in record:
-        return int(record["client-id"])  # type: ignore[arg-type]
-    return int(reply.metadata.src_node_id)
+    try:
+        return ClientInfo.from_content(reply.content).client_id
+    except (KeyError, TypeError, ValueError):
+        return int(reply.metadata.src_node_id)
 
 
 @register("clustered")
@@ -186,7 +192,7 @@ class ClusteredFedAvg(FedAvg):
             return None, None
         clients = [_client_id(r) for r in valid]
         arrays = [from_record(r.content.array_records[self.arrayrecord_key]) for r in valid]
-        weights = [float(r.content.metric_records[METRICS][NUM_EXAMPLES]) for r in valid]  # type: ignore[arg-type]
+        weights = [reply_examples(r.content) for r in valid]
         reference = [self._arrays_for(c) or arrays[i] for i, c in enumerate(clients)]
         updates = [flat_update(a, ref) for a, ref in zip(arrays, reference, strict=True)]
         labels = cluster_updates(updates, self.num_clusters, self.max_distance)

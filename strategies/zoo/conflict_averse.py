@@ -36,7 +36,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from scipy.optimize import minimize
 
-from fedmtl.records import ARRAYS, CLIENT, METRICS, NUM_EXAMPLES, from_record, to_record
+from fedmtl.records import (
+    ARRAYS,
+    CLIENT,
+    from_record,
+    reply_examples,
+    to_record,
+)
 from strategies.registry import register
 
 Vector = npt.NDArray[np.float64]
@@ -144,7 +150,7 @@ def _task_mean_updates(
     base = np.concatenate([current[k].ravel().astype(np.float64) for k in keys])
     for reply in replies:
         task = str(reply.content.config_records[CLIENT]["task"])
-        weight = float(reply.content.metric_records[METRICS][NUM_EXAMPLES])  # type: ignore[arg-type]
+        weight = reply_examples(reply.content)
         arrays = from_record(reply.content.array_records[ARRAYS])
         flat = np.concatenate([arrays[k].ravel().astype(np.float64) for k in keys])
         sums[task] = sums.get(task, np.zeros_like(base)) + weight * (flat - base)

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from fedmtl.records import CLIENT, METRICS, NUM_EXAMPLES
+from fedmtl.records import CLIENT, METRICS, NUM_EXAMPLES, reply_examples
 from strategies.registry import register
 
 
@@ -58,7 +58,7 @@ class TaskBalancedFedAvg(FedAvg):
         replies = list(replies)
         valid = [r for r in replies if not r.has_error()]
         tasks = [str(r.content.config_records[CLIENT]["task"]) for r in valid]
-        counts = [float(r.content.metric_records[METRICS][NUM_EXAMPLES]) for r in valid]  # type: ignore[arg-type]
+        counts = [reply_examples(r.content) for r in valid]
         weights = task_balanced_weights(tasks, counts)
         reweighted = [_with_weight(r, w) for r, w in zip(valid, weights, strict=True)]
         errors = [r for r in replies if r.has_error()]
