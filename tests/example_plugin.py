@@ -1,8 +1,9 @@
-"""A user-written strategy named as "tests.example_plugin:HalfStepFedAvg" in tests."""
+"""A user-written strategy (`--set strategy=tests.example_plugin:HalfStepFedAvg`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
@@ -14,8 +15,8 @@ from fedmtl.records import from_record, to_record
 class HalfStepFedAvg(FedAvg):
     """FedAvg with a server step of 0.5: move halfway from the global model to the average."""
 
-    def __init__(self, *args: object, step: float = 0.5, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, step: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.step = step
         self.current: ArrayRecord | None = None
 

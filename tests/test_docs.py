@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from fedmtl.config import known_keys, load_experiment
+from fedmtl.assembly import load_run
+from fedmtl.config import known_keys, shipped_experiments
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +17,20 @@ def test_every_config_key_is_documented() -> None:
 
 
 def test_every_shipped_experiment_loads() -> None:
-    files = sorted((ROOT / "simulations").glob("*.toml"))
-    assert files, "no experiment files found"
+    files = shipped_experiments()
+    assert len(files) == len(list((ROOT / "simulations").glob("*.toml"))) >= 3
     for path in files:
-        assert load_experiment(path).num_rounds >= 1
+        assert load_run(path).num_rounds >= 1  # its strategy and options checked too
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    return [block.split("```", 1)[0] for block in markdown.split("```python\n")[1:]]
+
+
+def test_readme_plugin_examples_are_the_tested_files() -> None:
+    # The README quotes the example files; their tests run them, so the README's code runs too.
+    blocks = _python_blocks((ROOT / "README.md").read_text())
+    plugin = (ROOT / "tests" / "example_plugin.py").read_text()
+    routine = (ROOT / "tests" / "example_routine.py").read_text()
+    assert plugin in blocks
+    assert routine[routine.index("from __future__") :] in blocks

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -310,3 +312,24 @@ def test_a_plugin_with_a_misspelled_preset_is_refused_when_loaded(
     assert "'lokal' is not a scope field (did you mean 'local'?)" in message
     assert config_error.value.key == "strategy"
     sys.modules.pop("lokal_plugin", None)
+
+
+@pytest.mark.parametrize("module", ["tests.example_plugin:HalfStepFedAvg", "tests.missing:Nope"])
+def test_the_fedmtl_command_imports_plugins_from_the_working_directory(module: str) -> None:
+    # The console script, not `python -m` (which would put the directory on sys.path itself).
+    fedmtl = Path(sys.executable).parent / "fedmtl"
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [str(fedmtl), "scopes", "--set", f"strategy={module}"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if module.startswith("tests.missing"):
+        assert result.returncode == 2 and "cannot import 'tests.missing'" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert "backbone." in result.stdout
