@@ -9,16 +9,13 @@ A strategy that returns NaN is caught too, before anything is broadcast.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import FedAvg
 
-from fedmtl.records import from_record, to_record
+from fedmtl.records import from_record
 from fedmtl.results import METRICS_FILE, RunDirectory, read_metrics
 from fedmtl.server_app import initial_arrays, run_server
 from strategies import available_strategies
@@ -75,26 +72,12 @@ def test_bad_replies_are_rejected_and_the_run_finishes(
     assert all(np.isfinite(c["loss"]) and 0.0 <= c["accuracy"] <= 1.0 for c in evaluated)
 
 
-class NaNFedAvg(FedAvg):
-    """FedAvg whose every aggregate is NaN: nothing it returns may reach a client."""
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        arrays, metrics = super().aggregate_train(server_round, replies)
-        if arrays is None:
-            return None, metrics
-        return to_record(
-            {k: np.full_like(v, np.nan) for k, v in from_record(arrays).items()}
-        ), metrics
-
-
 def test_a_strategy_returning_nan_is_caught_before_broadcast(
     tmp_path: Path, server_identity: None
 ) -> None:
     # Prepare: honest clients, a strategy gone wrong
     torch.set_num_threads(1)
-    cfg = small(tmp_path, **{"num-clients": 4, "strategy": f"{__name__}:NaNFedAvg"})
+    cfg = small(tmp_path, **{"num-clients": 4, "strategy": "tests.failing_strategies:NanFedAvg"})
     contexts = {100 + c: device_context(100 + c, {"partition-id": c}) for c in range(4)}
     run = RunDirectory.create(cfg)
     initial, _ = initial_arrays(cfg)
@@ -107,7 +90,7 @@ def test_a_strategy_returning_nan_is_caught_before_broadcast(
     assert [r["round"] for r in records] == [0, 1, 2]
     for record in records[1:]:
         assert record["skipped"]
-        assert record["skip-reason"].startswith("NaNFedAvg returned non-finite values in 'arrays'")
+        assert record["skip-reason"].startswith("NanFedAvg returned non-finite values in 'arrays'")
         assert not record["rejected"] and len(record["train"]["clients"]) == 4
         assert np.isfinite(record["strategy"]["loss"])  # what FedAvg reported, kept
     with np.load(run.path / "final" / "shared.npz") as shared:

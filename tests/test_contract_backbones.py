@@ -24,7 +24,7 @@ import torch
 
 from fedmtl.data import get_dataset_spec
 from fedmtl.data.checks import INPUT_KINDS
-from fedmtl.models import BACKBONE_SCHEMES, BACKBONES, build_model
+from fedmtl.models import BACKBONE_SCHEMES, BACKBONES, MultiTaskModel, build_model
 from fedmtl.models.backbones import DigitsCNN
 from fedmtl.models.checks import backbone_features, check_backbone_output
 from tests.extras import needs_text, needs_vision
@@ -112,15 +112,19 @@ def _name(registered: str, case: Case, tmp_path: Path) -> str:
     return registered + case.target(tmp_path)
 
 
+def _model(registered: str, case: Case, tmp_path: Path) -> MultiTaskModel:
+    """The registered backbone (tiny options) under one 3-class head ``t``."""
+    torch.set_num_threads(1)
+    name = _name(registered, case, tmp_path)
+    return build_model(name, {"t": 3}, case.pretrained, 0, case.options)
+
+
 @pytest.mark.parametrize(("registered", "case"), CASES)
 def test_backbone_is_headless_finite_and_fits_heads(
     registered: str, case: Case, tmp_path: Path
 ) -> None:
     # Prepare
-    torch.set_num_threads(1)
-    model = build_model(
-        _name(registered, case, tmp_path), {"t": 3}, case.pretrained, 0, case.options
-    )
+    model = _model(registered, case, tmp_path)
     backbone = model.backbone
     assert backbone.input_kind in INPUT_KINDS
     inputs = _inputs(backbone.input_kind)
@@ -141,10 +145,7 @@ def test_backbone_blocks_name_its_modules_and_the_check_changes_nothing(
     registered: str, case: Case, tmp_path: Path
 ) -> None:
     # Prepare
-    torch.set_num_threads(1)
-    model = build_model(
-        _name(registered, case, tmp_path), {"t": 3}, case.pretrained, 0, case.options
-    )
+    model = _model(registered, case, tmp_path)
     backbone = model.backbone
     backbone.train()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
