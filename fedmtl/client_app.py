@@ -22,7 +22,6 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 
 from fedmtl.assembly import experiment_from_run_config, resolved
-from fedmtl.attacks import HONEST, TRAIN_LABELS, relabel
 from fedmtl.client_state import ClientStateStore
 from fedmtl.config import ConfigError, ExperimentConfig, partition_spec
 from fedmtl.data import ClientData, client_data
@@ -30,6 +29,7 @@ from fedmtl.data.device import device_data
 from fedmtl.features import FeatureCache, backbone_fingerprint, extract_features, feature_key
 from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays
+from fedmtl.poisoning import HONEST, TRAIN_LABELS, relabel
 from fedmtl.records import (
     ARRAYS,
     CLIENT,

@@ -24,6 +24,7 @@ from fedmtl.config.schema import (
     suggest,
 )
 from fedmtl.data.partitioners import PARTITIONERS
+from fedmtl.poisoning import ATTACKS
 from fedmtl.scopes import FINETUNE_MODES
 from fedmtl.training import OPTIMIZERS
 
@@ -39,8 +40,7 @@ CHOICES: dict[str, Collection[str]] = {
     "feature-cache": ("off", "memory", "disk"),
     "scopes-from": ("strategy", "experiment"),
     "client-state": ("auto", "memory", "disk"),
-    # fedmtl.attacks (the ATTACKS registry) imports this package, so its names are listed here.
-    "attack": ("none", "label-flip", "sign-flip", "scale", "noise"),
+    "attack": ATTACKS,
 }
 
 # (minimum, maximum, inclusive-minimum) for numeric keys.
