@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from fedmtl.config import ExperimentConfig, partition_spec
 from fedmtl.data import build_federation
@@ -79,13 +78,15 @@ def _fit(
     )
     optimizer = OPTIMIZERS.get(cfg.optimizer)(params, settings)
     generator = torch.Generator().manual_seed(cfg.seed)
+    tasks = partition_spec(cfg).dataset_spec().tasks
 
     def loss(batch: tuple[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         task, rows = batch
         x, y = pooled[task]
         inputs = model.backbone.prepare(x[rows.numpy()], device)
-        targets = torch.from_numpy(y[rows.numpy()]).to(device)
-        return nn.functional.cross_entropy(model(inputs, task), targets), len(rows)
+        objective = tasks[task].objective  # the task kind's loss on its targets
+        targets = objective.targets(y[rows.numpy()]).to(device)
+        return objective.kind.loss(model(inputs, task), targets, "mean"), len(rows)
 
     last_epoch = float("nan")
     for _ in range(cfg.num_rounds * cfg.local_epochs):
@@ -131,7 +132,10 @@ def train_centralized(cfg: ExperimentConfig) -> dict[str, Any]:
     _, model, chosen = best
     rows = []
     for client in clients:
-        result = evaluate(model, client.task, client.x_test, client.y_test, device)
+        objective = partition_spec(cfg).dataset_spec().tasks[client.task].objective
+        result = evaluate(
+            model, client.task, client.x_test, client.y_test, device, objective=objective
+        )
         rows.append({"client-id": client.client_id, "task": client.task, **result})
     return {
         "clients": rows,

@@ -209,6 +209,7 @@ def local_work(
         device=pick_device(cfg.device),
         new_model=functools.partial(fresh_model, cfg),
         features=functools.partial(client_features, cfg, setup),
+        objective=partition_spec(cfg).dataset_spec().tasks[setup.data.task].objective,
     )
 
 

@@ -8,9 +8,30 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Metrics where lower is better (also any "*-loss"); every other one is higher-is-better.
-LOWER_IS_BETTER = frozenset({"loss", "train-loss"})
+#: Metrics where lower is better (also any "*-loss"); every other one is higher-is-better.
+#: Holds the error metrics that the task kinds declare (``TaskKind.lower_is_better`` in
+#: :mod:`fedmtl.task_kinds`, a layer above; tests/test_task_kinds.py checks they agree).
+LOWER_IS_BETTER = frozenset({"loss", "train-loss", "mae", "rmse"})
+#: Primary metric of each task kind (its first metric), in the order tables look for them.
+PRIMARY_METRICS = {"classification": "accuracy", "regression": "mae"}
 NOT_METRICS = frozenset({"num-examples", "client-id", "node-id", "task"})
+
+
+def lower_is_better(name: str) -> bool:
+    """Whether a lower ``name`` is better (losses and errors), so its worst is the highest."""
+    return name in LOWER_IS_BETTER or name.endswith("-loss")
+
+
+def primary_metric(stats: Mapping[str, Any]) -> str:
+    """The primary metric of one task's statistics (``accuracy``, ``mae``, ...).
+
+    The first of :data:`PRIMARY_METRICS` with an ``<m>-mean`` entry; ``"accuracy"``
+    when none has.
+    """
+    for name in PRIMARY_METRICS.values():
+        if f"{name}-mean" in stats:
+            return name
+    return PRIMARY_METRICS["classification"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -31,9 +52,10 @@ def summarize_by_task(clients: Iterable[Mapping[str, Any]]) -> dict[str, dict[st
 
     Each row has ``task``, ``num-examples`` and numeric metrics. For each task and
     metric ``m`` this gives ``m-mean`` (unweighted over clients: every client
-    counts once), ``m-std`` (population), ``m-worst`` (min, or max for losses),
-    ``m-p10`` (the value that 10% of clients do worse than: the 10th percentile,
-    or the 90th for losses), plus ``num-clients`` and ``num-examples``.
+    counts once), ``m-std`` (population), ``m-worst`` (min, or max for losses
+    and errors: :func:`lower_is_better`), ``m-p10`` (the value that 10% of
+    clients do worse than: the 10th percentile, or the 90th for losses and
+    errors), plus ``num-clients`` and ``num-examples``.
     """
     groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in clients:
@@ -53,7 +75,7 @@ def summarize_by_task(clients: Iterable[Mapping[str, Any]]) -> dict[str, dict[st
             mean = sum(values) / len(values)
             stats[f"{name}-mean"] = mean
             stats[f"{name}-std"] = _std(values, mean)
-            lower_better = name in LOWER_IS_BETTER or name.endswith("-loss")
+            lower_better = lower_is_better(name)
             stats[f"{name}-worst"] = max(values) if lower_better else min(values)
             stats[f"{name}-p10"] = percentile(values, 90 if lower_better else 10)
         out[task] = stats

@@ -66,16 +66,21 @@ def _noise(updates: Floats, scale: float, seed: int) -> Floats:
 
 @dataclasses.dataclass(frozen=True)
 class Attack:
-    """What an attacker does differently: the labels it trains on, how it poisons its update."""
+    """What an attacker does differently: the labels it trains on, how it poisons its update.
+
+    ``task_kinds`` lists the task kinds the attack makes sense for (``None``: any);
+    flipping labels means nothing for a regression target.
+    """
 
     train_labels: str = HONEST
     poison: Poison | None = None
+    task_kinds: frozenset[str] | None = None
 
 
 #: Attack name (``attack`` in the experiment) -> what the attacking clients do.
 ATTACKS: Registry[Attack] = Registry("attack")
 ATTACKS.add("none", Attack())
-ATTACKS.add("label-flip", Attack(train_labels="flipped"))
+ATTACKS.add("label-flip", Attack(train_labels="flipped", task_kinds=frozenset({"classification"})))
 ATTACKS.add("sign-flip", Attack(poison=_sign_flip))
 ATTACKS.add("scale", Attack(poison=_scale))
 ATTACKS.add("noise", Attack(poison=_noise))

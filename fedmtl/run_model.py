@@ -38,6 +38,8 @@ def initial_model(cfg: ExperimentConfig) -> MultiTaskModel:
     spec = partition_spec(cfg).dataset_spec()
     tasks = {t: spec.tasks[t].num_outputs for t in cfg.tasks}
     model = build_model(cfg.backbone, tasks, cfg.pretrained, cfg.seed, cfg.backbone_options)
+    for task in cfg.tasks:  # e.g. a regression head starts at the target mean
+        spec.tasks[task].objective.kind.init_head(model.heads[task])
     if model.backbone.input_kind != spec.input_kind:
         raise ValueError(
             f"backbone '{cfg.backbone}' takes {model.backbone.input_kind} inputs but dataset "

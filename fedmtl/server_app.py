@@ -21,6 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedmtl.assembly import build_inner_strategy, experiment_from_run_config, resolved
 from fedmtl.checkpoint import Checkpoint, save_checkpoint
 from fedmtl.config import ConfigError, ExperimentConfig
+from fedmtl.metrics import primary_metric
 from fedmtl.models.state import export_arrays
 from fedmtl.panels import attackers, evaluation_panel, holdout_clients
 from fedmtl.records import (
@@ -145,9 +146,11 @@ class RoundRecorder:
     def _print(self, record: RoundRecord) -> None:
         parts = []
         for task, stats in record.evaluate.tasks.items():
-            acc, worst = stats.get("accuracy-mean"), stats.get("accuracy-worst")
-            if acc is not None:
-                parts.append(f"{task} {acc:.3f} (worst {worst:.3f})")
+            metric = primary_metric(stats)  # accuracy, or e.g. a regression's MAE (named)
+            mean, worst = stats.get(f"{metric}-mean"), stats.get(f"{metric}-worst")
+            if mean is not None:
+                name = "" if metric == "accuracy" else f"{metric} "
+                parts.append(f"{task} {name}{mean:.3f} (worst {worst:.3f})")
         extra = ""
         if record.rejected or record.failures:
             extra = f"  [{len(record.rejected)} rejected, {len(record.failures)} failed]"
@@ -191,6 +194,7 @@ def run_server(
             node_wait_timeout=cfg.node_wait_timeout_s,
             sampling_seed=cfg.seed,
             max_update_ratio=cfg.max_update_ratio,
+            task_aggregation=cfg.task_aggregation,
         ),
     )
     train_config = Instruction(

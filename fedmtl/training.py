@@ -3,7 +3,9 @@
 :func:`train_local` trains one task's head (and whatever else is trainable) on
 a client's data; :func:`gradient_steps` is the loop every trainer here shares
 (also the centralized reference); :data:`OPTIMIZERS` maps optimizer names to
-factories; :func:`evaluate` measures a head.
+factories; :func:`evaluate` measures a head. The task's kind
+(:class:`fedmtl.task_kinds.TaskObjective`, default classification) gives the
+loss and the metrics; nothing here branches on it.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
 import numpy.typing as npt
 import torch
 from torch import nn
 
 from fedmtl.models import MultiTaskModel
 from fedmtl.registry import Registry
+from fedmtl.task_kinds import CLASSIFICATION, TaskObjective
 
 B = TypeVar("B")
 
@@ -142,12 +144,13 @@ def train_local(
     model: MultiTaskModel,
     task: str,
     x: npt.NDArray[Any],
-    y: npt.NDArray[np.int64],
+    y: npt.NDArray[Any],
     settings: TrainSettings,
     trainable: set[str],
     proximal_reference: Mapping[str, torch.Tensor] | None = None,
     device: torch.device | None = None,
     features: torch.Tensor | None = None,
+    objective: TaskObjective = CLASSIFICATION,
 ) -> dict[str, float]:
     """Train ``model`` on one task's data in place; return mean loss and example count.
 
@@ -158,7 +161,7 @@ def train_local(
     task : str
         Which head to train.
     x, y : numpy arrays
-        Local inputs and task labels.
+        Local inputs and task targets (labels, or a regression's raw values).
     settings : TrainSettings
         Optimiser (a name in :data:`OPTIMIZERS`), epochs, batch size, seed.
     trainable : set of str
@@ -172,6 +175,8 @@ def train_local(
     features : torch.Tensor, optional
         Precomputed backbone features of ``x`` (frozen backbone only): the
         backbone is skipped and only the heads see data.
+    objective : TaskObjective
+        The task's kind (its loss) and target scale; default classification.
     """
     device = device or torch.device("cpu")
     # With cached features the backbone is not run: leave it where it is.
@@ -184,13 +189,13 @@ def train_local(
     reference = {}
     if settings.proximal_mu > 0 and proximal_reference:
         reference = {k: v.detach().to(device) for k, v in proximal_reference.items() if k in named}
-    ys = torch.from_numpy(y).to(device)
+    ys = objective.targets(y).to(device)
     torch.manual_seed(settings.seed)  # dropout and other global draws: same in every worker
     generator = torch.Generator().manual_seed(settings.seed)
 
     def loss(batch: torch.Tensor) -> tuple[torch.Tensor, int]:
         logits = _logits(model, task, x, features, batch, device)
-        return nn.functional.cross_entropy(logits, ys[batch]), len(batch)
+        return objective.kind.loss(logits, ys[batch], "mean"), len(batch)
 
     def proximal() -> torch.Tensor:
         terms = [((named[k] - ref) ** 2).sum() for k, ref in reference.items()]
@@ -216,23 +221,30 @@ def evaluate(
     model: MultiTaskModel,
     task: str,
     x: npt.NDArray[Any],
-    y: npt.NDArray[np.int64],
+    y: npt.NDArray[Any],
     device: torch.device | None = None,
     batch_size: int = 256,
     features: torch.Tensor | None = None,
+    objective: TaskObjective = CLASSIFICATION,
 ) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of ``task``'s head on ``(x, y)``.
+    """Mean loss and the kind's metrics of ``task``'s head on ``(x, y)``.
 
-    With ``features`` (precomputed backbone features of ``x``) only the head runs.
+    ``objective`` (default classification: cross-entropy, accuracy, macro-F1)
+    gives the loss and the metrics (see :mod:`fedmtl.task_kinds`); the metrics
+    are computed over the whole split. With ``features`` (precomputed backbone
+    features of ``x``) only the head runs. Returns ``loss``, the metrics, then
+    ``num-examples``.
     """
     device = device or torch.device("cpu")
     (model.heads if features is not None else model).to(device)
     model.eval()
-    loss_sum, correct = 0.0, 0
+    ys = objective.targets(y)
+    loss_sum, outputs = 0.0, []
     for batch in _batches(len(y), batch_size, None):
-        targets = torch.from_numpy(y[batch.numpy()]).to(device)
+        targets = ys[batch].to(device)
         logits = _logits(model, task, x, features, batch, device)
-        loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
-        correct += int((logits.argmax(1) == targets).sum())
+        loss_sum += float(objective.kind.loss(logits, targets, "sum"))
+        outputs.append(logits.cpu())
     n = max(len(y), 1)
-    return {"loss": loss_sum / n, "accuracy": correct / n, "num-examples": len(y)}
+    scores = objective.scores(torch.cat(outputs) if outputs else torch.empty(0, 0), ys)
+    return {"loss": loss_sum / n, **scores, "num-examples": len(y)}

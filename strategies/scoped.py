@@ -5,8 +5,10 @@ sees exactly what a stock strategy expects: replies holding one ArrayRecord
 (the **shared** scope, ``"arrays"``) and one MetricRecord (``num-examples``,
 ``loss``). The wrapper adds what Flower lacks for multi-task learning:
 
-* the **task** scope (``"task-arrays"``) is averaged per task group (weighted by
-  ``num-examples``) and each client receives only its own task's copy;
+* the **task** scope (``"task-arrays"``) is aggregated per task group with a
+  :mod:`strategies.task_rules` rule (by default the inner strategy's own rule:
+  the median for FedMedian, Krum for Krum, ..., else the ``num-examples``-weighted
+  mean) and each client receives only its own task's copy;
 * every reply is **validated before aggregation** (:mod:`strategies.replies`);
   a bad reply is logged and counted, never averaged in;
 * what the inner strategy returns, and each task average, is **validated
@@ -52,7 +54,6 @@ from strategies.aggregate_checks import (
     checked_task_average,
     finite_scalars,
 )
-from strategies.aggregation import weighted_average
 from strategies.nodes import (
     ClientOrderedGrid,
     NodeDirectory,
@@ -64,6 +65,7 @@ from strategies.replies import Expected, check_arrays, spec_of, strip_reply
 from strategies.round_log import RoundLog
 from strategies.screening import ValidReply, screen_replies
 from strategies.state import load_strategy_state, strategy_state
+from strategies.task_rules import MeanRule, TaskRule, task_rule, task_rule_names
 
 # ClientOrderedGrid, NotEnoughNodesError, check_arrays and spec_of are re-exported:
 # callers imported them from here before the wrapper was split.
@@ -110,6 +112,9 @@ class ScopedOptions:
     max_update_ratio : float
         Train replies whose shared or task arrays moved more than this many times
         the norm of what was sent (at least 1) are rejected as absurd.
+    task_aggregation : str
+        The rule aggregating each task group's task arrays
+        (:func:`strategies.task_rules.task_rule`): ``"auto"`` follows the inner strategy.
     """
 
     query_timeout: float = 120.0
@@ -121,6 +126,7 @@ class ScopedOptions:
     node_wait_timeout: float = 300.0
     sampling_seed: int | None = None
     max_update_ratio: float = 1000.0
+    task_aggregation: str = "auto"
 
     def __post_init__(self) -> None:
         """Freeze the client sets; refuse values that would switch a check off (NaN too)."""
@@ -137,6 +143,11 @@ class ScopedOptions:
         for name, ok in limits.items():
             if not ok:
                 raise ValueError(f"ScopedOptions.{name} is out of range: {getattr(self, name)}")
+        if self.task_aggregation not in task_rule_names():
+            raise ValueError(
+                f"ScopedOptions.task_aggregation '{self.task_aggregation}' is not one of "
+                f"{task_rule_names()}"
+            )
 
     def evaluates(self, server_round: int) -> bool:
         """Whether clients are evaluated after ``server_round`` (0 is the initial model)."""
@@ -157,6 +168,8 @@ class ScopedStrategy(Strategy):
 
     Attributes
     ----------
+    task_rule : TaskRule
+        How each task group's task arrays are aggregated (``options.task_aggregation``).
     rounds : dict of int to RoundLog
         What happened in each round (round 0: the initial evaluation).
     nodes : NodeDirectory
@@ -181,6 +194,7 @@ class ScopedStrategy(Strategy):
     ) -> None:
         self.inner = inner
         self.options = options = options or ScopedOptions()
+        self.task_rule = task_rule(options.task_aggregation, inner)
         self.task_arrays: dict[str, NDArrays] = {
             task: from_record(record) for task, record in (task_arrays or {}).items()
         }
@@ -195,9 +209,10 @@ class ScopedStrategy(Strategy):
     def summary(self) -> None:
         """Log the inner strategy's summary and the task groups."""
         logger.info(
-            "ScopedStrategy over %s; task scope for %s",
+            "ScopedStrategy over %s; task scope for %s (rule: %s)",
             type(self.inner).__name__,
             sorted(self.task_arrays) or "no task",
+            self.task_rule.name,
         )
         self.inner.summary()
 
@@ -324,7 +339,7 @@ class ScopedStrategy(Strategy):
         log.strategy_metrics = finite_scalars(metrics)
         try:
             shared = checked_shared(arrays, self._expected.shared, name)
-            tasks = task_averages(valid, self.task_arrays)
+            tasks = task_averages(valid, self.task_arrays, self.task_rule)
         except InvalidAggregateError as exc:
             return self._skip(server_round, str(exc))
         self.task_arrays.update(tasks)
@@ -416,12 +431,15 @@ def with_task_arrays(message: Message, task_arrays: NDArrays) -> Message:
     )
 
 
-def task_averages(valid: list[ValidReply], sent: Mapping[str, NDArrays]) -> dict[str, NDArrays]:
-    """Per task of ``sent``, the ``num-examples``-weighted mean of its replies' task arrays.
+def task_averages(
+    valid: list[ValidReply], sent: Mapping[str, NDArrays], rule: TaskRule | None = None
+) -> dict[str, NDArrays]:
+    """Per task of ``sent``, ``rule`` over its replies' task arrays and ``num-examples``.
 
-    Each average is checked against what was sent (:func:`checked_task_average`);
-    tasks without replies are left out.
+    ``rule`` defaults to the weighted mean. Each aggregate is checked against
+    what was sent (:func:`checked_task_average`); tasks without replies are left out.
     """
+    chosen: TaskRule = rule or MeanRule()
     groups: dict[str, list[tuple[NDArrays, float]]] = defaultdict(list)
     for reply, info in valid:
         if info.task in sent:
@@ -431,7 +449,7 @@ def task_averages(valid: list[ValidReply], sent: Mapping[str, NDArrays]) -> dict
             )
     return {
         task: checked_task_average(
-            weighted_average([u for u, _ in pairs], [w for _, w in pairs]), sent[task], task
+            chosen([u for u, _ in pairs], [w for _, w in pairs], task), sent[task], task
         )
         for task, pairs in groups.items()
     }

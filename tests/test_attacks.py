@@ -157,3 +157,15 @@ def test_a_clientapp_read_from_run_config_refuses_to_attack(server_identity: Non
     with pytest.raises(ConfigError, match="fedmtl simulate") as caught:
         app(train_message(shared, task), context)
     assert caught.value.key == "attack"
+
+
+def test_label_flip_is_refused_for_a_regression_task() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config(
+            {"tasks": ["digit", "digit-value"], "attack": "label-flip", "attack-fraction": 0.25}
+        )
+    assert caught.value.key == "attack" and "digit-value" in str(caught.value)
+    # An attack on the update applies to every kind.
+    build_config(
+        {"tasks": ["digit", "digit-value"], "attack": "sign-flip", "attack-fraction": 0.25}
+    )

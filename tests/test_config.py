@@ -325,7 +325,7 @@ def test_simulate_subprocess_exits_2_on_bad_value(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "config key 'partitioner'" in result.stderr
-    assert "'dirichlet', 'iid', 'pathological'" in result.stderr
+    assert "'dirichlet', 'iid', 'natural', 'pathological'" in result.stderr
     assert not (tmp_path / "runs").exists()
 
 

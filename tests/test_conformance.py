@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, Krum
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, Krum
 
 from fedmtl.records import METRICS, NUM_EXAMPLES, from_record, to_record
 from strategies import available_strategies
@@ -20,6 +20,7 @@ from strategies.testing import (
     check_identical_replies_keep_weights,
     check_sample_weights_respected,
     check_state_survives_checkpoint,
+    check_task_scope_robust,
     traits_of,
 )
 
@@ -72,6 +73,12 @@ class ForgetfulFedAdam(FedAdam):
         del state
 
 
+class MeanHeadsFedMedian(FedMedian):
+    """A median on the shared scope that averages its task groups with a plain mean."""
+
+    task_aggregation = "mean"
+
+
 NOISY = f"{__name__}:NoisyUnweightedFedAvg"
 FORGETFUL = f"{__name__}:ForgetfulFedAdam"
 
@@ -95,6 +102,13 @@ def test_plain_mean_fails_weight_check_when_declared_weighted() -> None:
     # FedMedian of two replies is their plain mean: (a + b) / 2, not (a + 3b) / 4.
     with pytest.raises(AssertionError, match="num-examples 1 and 3"):
         check_sample_weights_respected("fedmedian", traits=["weighted-mean"])
+
+
+def test_robust_strategy_averaging_its_heads_fails_the_task_scope_check() -> None:
+    with pytest.raises(AssertionError, match="task rule 'mean'"):
+        check_task_scope_robust(f"{__name__}:MeanHeadsFedMedian")
+    with pytest.raises(pytest.skip.Exception, match="not robust"):
+        check_task_scope_robust("fedavg")
 
 
 # ------------------------------------------------------------------ traits

@@ -76,7 +76,7 @@ def test_dataset_returns_tasks_with_matching_finite_in_range_examples(
     for task, task_spec in spec.tasks.items():
         x, y = _task_examples(spec, task)
         assert len(y) > 0, task
-        check_examples(f"{name}/{task}", x, y, task_spec.num_outputs)
+        check_examples(f"{name}/{task}", x, y, task_spec.num_outputs, task_spec.kind)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -285,8 +285,10 @@ def test_unknown_partitioner_raises() -> None:
 
 
 def test_partitioners_are_a_registry_read_by_the_config() -> None:
-    assert list(PARTITIONERS) == ["dirichlet", "iid", "pathological"]
-    assert sorted(PARTITIONERS_UNDER_TEST) == PARTITIONERS.names()  # every one is tested above
+    assert list(PARTITIONERS) == ["dirichlet", "iid", "natural", "pathological"]
+    # Every one is tested: above over the digits pool, natural (clients from the data's
+    # client ids, which digits has none of) in tests/test_natural_partitions.py.
+    assert sorted([*PARTITIONERS_UNDER_TEST, "natural"]) == PARTITIONERS.names()
     with pytest.raises(ConfigError) as info:
         build_config({"partitioner": "dirichelt"})
     assert info.value.key == "partitioner"

@@ -313,7 +313,7 @@ def test_an_unusable_task_average_skips_the_round_too(monkeypatch: pytest.Monkey
     def overflowing(updates: Any, weights: Any) -> dict[str, np.ndarray]:
         return {"heads.x.weight": np.full((2, 2), np.inf, F32)}
 
-    monkeypatch.setattr("strategies.scoped.weighted_average", overflowing)
+    monkeypatch.setattr("strategies.task_rules.weighted_average", overflowing)
     strategy = _strategy(task_scope=("a",))
 
     # Execute

@@ -41,6 +41,8 @@ CHOICES: dict[str, Collection[str]] = {
     "scopes-from": ("strategy", "experiment"),
     "client-state": ("auto", "memory", "disk"),
     "attack": ATTACKS,
+    # strategies.task_rules.task_rule_names(), listed here: config imports no strategies
+    "task-aggregation": ("auto", "bulyan", "krum", "mean", "median", "multikrum", "trimmed-mean"),
 }
 
 # (minimum, maximum, inclusive-minimum) for numeric keys.

@@ -6,6 +6,7 @@ from fedmtl.config.schema import ConfigError, ExperimentConfig, suggest
 from fedmtl.data import get_dataset_spec
 from fedmtl.data.registry import DatasetOptionError
 from fedmtl.models import BackboneOptionError, check_backbone
+from fedmtl.poisoning import ATTACKS
 from fedmtl.registry import RegistryError
 from fedmtl.scopes import ScopeRuleError, ScopeRules
 
@@ -54,6 +55,14 @@ def _check_dataset_and_tasks(cfg: ExperimentConfig) -> None:
             )
     if len(set(cfg.tasks)) != len(cfg.tasks):
         raise ConfigError("tasks", f"lists a task twice: {list(cfg.tasks)}")
+    kinds = ATTACKS.get(cfg.attack).task_kinds
+    unfit = [t for t in cfg.tasks if kinds is not None and spec.tasks[t].kind not in kinds]
+    if unfit:
+        raise ConfigError(
+            "attack",
+            f"'{cfg.attack}' applies to {sorted(kinds or ())} tasks only, not to {unfit}; "
+            "use an attack on the update (sign-flip, scale, noise) or drop those tasks",
+        )
 
 
 def _check_task_assignment(cfg: ExperimentConfig) -> None:

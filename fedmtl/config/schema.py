@@ -99,6 +99,7 @@ class ExperimentConfig:
     round_timeout_s: float = 600.0
     node_wait_timeout_s: float = 300.0
     max_update_ratio: float = 1000.0
+    task_aggregation: str = "auto"
     # evaluation, checkpoints and client state
     evaluate_every: int = 1
     evaluate_panel: int = 0

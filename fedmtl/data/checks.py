@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from fedmtl.data.federation import ClientData
 from fedmtl.data.registry import DatasetSpec
+from fedmtl.task_kinds import TASK_KINDS, TargetError
 
 INPUT_KINDS = ("image", "text", "vector")
 
@@ -49,8 +50,17 @@ def check_dataset_spec(spec: DatasetSpec) -> None:
         )
 
 
-def check_examples(where: str, x: npt.NDArray[Any], y: npt.NDArray[Any], num_outputs: int) -> None:
-    """Inputs and labels of matching length, integer labels in range, finite numeric inputs.
+def check_examples(
+    where: str,
+    x: npt.NDArray[Any],
+    y: npt.NDArray[Any],
+    num_outputs: int,
+    kind: str = "classification",
+) -> None:
+    """Inputs and targets of matching length, targets valid for the task ``kind``, finite inputs.
+
+    A classification's labels are integers in range; a regression's targets
+    finite numbers (see :meth:`fedmtl.task_kinds.TaskKind.check_targets`).
 
     Raises
     ------
@@ -59,12 +69,10 @@ def check_examples(where: str, x: npt.NDArray[Any], y: npt.NDArray[Any], num_out
     """
     if len(x) != len(y):
         raise DatasetContractError(f"{where}: {len(x)} inputs but {len(y)} labels")
-    if y.dtype.kind not in "iu":
-        raise DatasetContractError(f"{where}: labels must be integers, got dtype {y.dtype}")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_outputs):
-        raise DatasetContractError(
-            f"{where}: labels span {int(y.min())}..{int(y.max())}, outside 0..{num_outputs - 1}"
-        )
+    try:
+        TASK_KINDS.get(kind).check_targets(y, num_outputs)
+    except TargetError as error:
+        raise DatasetContractError(f"{where}: {error}") from None
     if x.dtype == object:
         if not all(isinstance(item, str) for item in x):
             raise DatasetContractError(f"{where}: an object array of inputs must hold str texts")
@@ -74,7 +82,7 @@ def check_examples(where: str, x: npt.NDArray[Any], y: npt.NDArray[Any], num_out
 
 def check_client_data(data: ClientData, spec: DatasetSpec) -> None:
     """One client's train and test arrays pass :func:`check_examples` for its task."""
-    num_outputs = spec.tasks[data.task].num_outputs
+    task = spec.tasks[data.task]
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         where = f"dataset '{spec.name}', client {data.client_id} ({data.task}), {split}"
-        check_examples(where, x, y, num_outputs)
+        check_examples(where, x, y, task.num_outputs, task.kind)

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedmtl.data.partition_spec import PartitionSpec
-from fedmtl.data.partitioners import PartitionError, partition_indices
-from fedmtl.data.registry import BaseData
+from fedmtl.data.partition_spec import PartitionSpec, num_test_examples
+from fedmtl.data.partitioners import PartitionError, partition_indices, partitioner_entry
+from fedmtl.data.registry import BaseData, DatasetSpec
 
 __all__ = [
     "ClientData",
@@ -29,6 +29,7 @@ __all__ = [
     "PartitionSpec",
     "assign_tasks",
     "build_federation",
+    "check_natural_tasks",
     "client_data",
     "partition_indices",
     "train_test_positions",
@@ -76,7 +77,7 @@ def train_test_positions(
     """Seeded per-client split of ``indices`` into train and test (at least one test example)."""
     rng = np.random.default_rng([seed, client_id])
     shuffled = rng.permutation(indices)
-    n_test = max(1, round(test_fraction * len(shuffled))) if len(shuffled) > 1 else 0
+    n_test = num_test_examples(len(shuffled), test_fraction)
     return shuffled[n_test:], shuffled[:n_test]
 
 
@@ -106,6 +107,65 @@ def _client(
     )
 
 
+def _task_pool(
+    dataset: DatasetSpec, task: str, spec: PartitionSpec
+) -> tuple[BaseData, npt.NDArray[np.int64]]:
+    """A task's own data and its (capped) client pool, for datasets with per-task inputs."""
+    assert dataset.task_data is not None
+    base = dataset.task_data(task)
+    _, pool = dataset.source_split(len(base.y))
+    return base, _cap(pool, spec.max_examples_per_task, spec.seed)
+
+
+def _pool_ids(base: BaseData, pool: npt.NDArray[np.int64]) -> tuple[str, ...] | None:
+    if base.client_ids is None:
+        return None
+    return tuple(base.client_ids[i] for i in pool)
+
+
+def check_natural_tasks(spec: PartitionSpec, dataset: DatasetSpec, client_tasks: list[str]) -> None:
+    """With clients from the data, each task's clients are its own file's ids, task by task.
+
+    Client ids ``0..`` go to the first task's ids (in sorted order), then the
+    second task's, and so on: ``num-clients`` must be the sum of the tasks'
+    distinct ids, and with several tasks the assignment must be these blocks
+    (``task-assignment = "counts"`` with each task's count).
+
+    Raises
+    ------
+    PartitionError
+        Naming ``partitioner`` (a task without ids), ``num-clients``,
+        ``task-assignment`` or ``task-counts``, with the values to set.
+    """
+    counts: dict[str, int] = {}
+    for task in spec.tasks:
+        ids = _pool_ids(*_task_pool(dataset, task, spec))
+        if ids is None:
+            raise PartitionError(
+                "partitioner",
+                f"task '{task}' has no client ids, and the {spec.partitioner} partitioner "
+                f"makes one client per id (dataset 'files': set tasks.{task}.client-column "
+                "in dataset-options)",
+            )
+        counts[task] = len(set(ids))
+    found = ", ".join(f"{task}: {n}" for task, n in counts.items())
+    total = sum(counts.values())
+    if total != spec.num_clients:
+        raise PartitionError(
+            "num-clients",
+            f"the {spec.partitioner} partitioner makes one client per client id, {total} in "
+            f"all ({found}), but num-clients is {spec.num_clients}; set num-clients = {total}",
+        )
+    if client_tasks != [task for task in spec.tasks for _ in range(counts[task])]:
+        table = ", ".join(f"{task} = {n}" for task, n in counts.items())
+        raise PartitionError(
+            "task-counts" if spec.task_assignment == "counts" else "task-assignment",
+            f"the {spec.partitioner} partitioner numbers clients task by task, each task's "
+            f'from its own file ({found}): set task-assignment = "counts" and '
+            f"task-counts = {{{table}}} (in the order of tasks)",
+        )
+
+
 @lru_cache(maxsize=4)
 def build_federation(spec: PartitionSpec) -> tuple[ClientData, ...]:
     """Return every client's data; cached per spec (one build per Ray worker)."""
@@ -118,22 +178,21 @@ def build_federation(spec: PartitionSpec) -> tuple[ClientData, ...]:
         base = dataset.load()
         _, pool = dataset.source_split(len(base.y))
         pool = _cap(pool, spec.max_examples_per_task, spec.seed)
-        parts = partition_indices(base.y[pool], spec)
+        parts = partition_indices(base.y[pool], spec, _pool_ids(base, pool))
         for client_id, (task, positions) in enumerate(zip(client_tasks, parts, strict=True)):
             label_fn = dataset.tasks[task].label_fn
             clients[client_id] = _client(client_id, task, base, label_fn, pool[positions], spec)
     else:
-        assert dataset.task_data is not None
+        if partitioner_entry(spec.partitioner).clients_from_data:
+            check_natural_tasks(spec, dataset, client_tasks)
         for task in spec.tasks:
             holders = [c for c, t in enumerate(client_tasks) if t == task]
             if not holders:
                 continue
-            base = dataset.task_data(task)
-            _, pool = dataset.source_split(len(base.y))
-            pool = _cap(pool, spec.max_examples_per_task, spec.seed)
+            base, pool = _task_pool(dataset, task, spec)
             task_spec = replace(spec, num_clients=len(holders))
             try:
-                parts = partition_indices(base.y[pool], task_spec)
+                parts = partition_indices(base.y[pool], task_spec, _pool_ids(base, pool))
             except PartitionError as exc:
                 raise PartitionError(
                     exc.key, f"task '{task}' ({len(holders)} clients): {exc}"

@@ -6,6 +6,11 @@ Formats: ``csv`` and ``jsonl`` (a text and a label column), ``npz`` (arrays ``x`
 ``y``) and ``image-folder`` (one sub-directory of images per class). The format is
 inferred from the path unless given. Labels map to ``0..C-1`` in the order of the
 task's ``labels`` list, by default the sorted distinct labels of the file.
+
+A task's ``client-column`` (a csv column, jsonl key or npz array) gives each
+example's client id, for the ``natural`` partitioner: one client per distinct id.
+With ``client-files = true`` the task's ``path`` is a directory of files of one
+format, one per client: a file's name without its suffix is its rows' client id.
 """
 
 from __future__ import annotations
@@ -43,7 +48,11 @@ TASK_KEYS = (
     "y-key",
     "image-size",
     "labels",
+    "client-column",
+    "client-files",
 )
+# Formats that can carry a client-id column (an image folder has no columns).
+CLIENT_COLUMN_FORMATS = ("csv", "jsonl", "npz")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 _SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".npz": "npz"}
 
@@ -185,6 +194,8 @@ class FileTask:
     y_key: str = "y"
     image_size: int | None = None
     labels: tuple[str, ...] = ()
+    client_column: str | None = None
+    client_files: bool = False
 
 
 def parse_file_task(name: str, table: Any) -> FileTask:
@@ -205,14 +216,34 @@ def parse_file_task(name: str, table: Any) -> FileTask:
     if not isinstance(path, str) or not path:
         raise DatasetOptionError(f"{where} needs 'path', the file or image folder")
     fmt = table.get("format")
-    if fmt is None:
+    client_files = table.get("client-files", False)
+    if not isinstance(client_files, bool):
+        raise DatasetOptionError(
+            f"{where}: client-files must be true or false, not {client_files!r}"
+        )
+    if client_files and fmt is None:
+        fmt = _client_files_format(Path(path).expanduser(), where)
+    elif fmt is None:
         try:
             fmt = infer_format(Path(path).expanduser())
         except ValueError as error:
             raise DatasetOptionError(f"{where}: {error}") from None
     elif fmt not in FORMATS:
         raise DatasetOptionError(f"{where}: unknown format {fmt!r}; allowed: {list(FORMATS)}")
-    names = {k: _name(table, k, where) for k in ("text-column", "label-column", "x-key", "y-key")}
+    names = {
+        k: _name(table, k, where)
+        for k in ("text-column", "label-column", "x-key", "y-key", "client-column")
+    }
+    if client_files and (names["client-column"] is not None or fmt not in CLIENT_COLUMN_FORMATS):
+        raise DatasetOptionError(
+            f"{where}: client-files takes a directory of {list(CLIENT_COLUMN_FORMATS)} files, "
+            "one per client (named by client id), and no client-column"
+        )
+    if names["client-column"] is not None and fmt not in CLIENT_COLUMN_FORMATS:
+        raise DatasetOptionError(
+            f"{where}: client-column needs a file with columns ({list(CLIENT_COLUMN_FORMATS)}), "
+            f"not {fmt!r}"
+        )
     size = table.get("image-size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise DatasetOptionError(f"{where}: image-size must be a positive integer, got {size!r}")
@@ -226,6 +257,8 @@ def parse_file_task(name: str, table: Any) -> FileTask:
         y_key=names["y-key"] or "y",
         image_size=size,
         labels=_labels_option(table.get("labels"), where),
+        client_column=names["client-column"],
+        client_files=client_files,
     )
 
 
@@ -258,12 +291,12 @@ def build_files_dataset(options: Mapping[str, Any]) -> DatasetSpec:
     kinds: dict[str, str] = {}
     tasks: dict[str, TaskSpec] = {}
     for task in file_tasks:
-        x = _read_task(task, grayscale)[0] if task.format == "npz" else None
+        x = _read_task(task, grayscale).x if task.format == "npz" else None
         try:
             kinds[task.name] = input_kind(task.format, x)
         except ValueError as error:
             raise DatasetOptionError(f"task {task.name!r}, {task.path}: {error}") from None
-        labels = task.labels or sorted_labels(_read_task(task, grayscale)[1])
+        labels = task.labels or sorted_labels(_read_task(task, grayscale).raw)
         tasks[task.name] = TaskSpec(
             task.name,
             len(labels),
@@ -279,8 +312,19 @@ def build_files_dataset(options: Mapping[str, Any]) -> DatasetSpec:
     @lru_cache(maxsize=len(by_name))
     def task_data(name: str) -> BaseData:
         task = by_name[name]
-        x, raw = _read_task(task, grayscale)
-        return BaseData(x=x, y=label_ids(list(raw), tasks[name].labels, task.path))
+        read = _read_task(task, grayscale)
+        x, y = read.x, label_ids(list(read.raw), tasks[name].labels, task.path)
+        if read.client_ids is not None:
+            return BaseData(x=x, y=y, client_ids=read.client_ids)
+        if task.client_column is None:
+            return BaseData(x=x, y=y)
+        ids = read_client_column(task.path, task.format, task.client_column)
+        if len(ids) != len(y):
+            raise ValueError(
+                f"{task.path}: {len(ids)} values of client-column {task.client_column!r} "
+                f"for {len(y)} examples"
+            )
+        return BaseData(x=x, y=y, client_ids=ids)
 
     return DatasetSpec(
         name=NAME,
@@ -292,20 +336,142 @@ def build_files_dataset(options: Mapping[str, Any]) -> DatasetSpec:
     )
 
 
+@dataclass(frozen=True)
+class _TaskRead:
+    x: npt.NDArray[Any]
+    raw: tuple[str, ...]
+    client_ids: tuple[str, ...] | None = None  # with client-files: each row's file
+
+
 @lru_cache(maxsize=8)
-def _read_task(task: FileTask, grayscale: bool) -> tuple[npt.NDArray[Any], tuple[str, ...]]:
+def _read_task(task: FileTask, grayscale: bool) -> _TaskRead:
     # Cached so the build (labels, npz rank) and the task data read each file once.
-    x, raw = read_labelled_file(
-        task.path,
-        task.format,
-        text_column=task.text_column,
-        label_column=task.label_column,
-        x_key=task.x_key,
-        y_key=task.y_key,
-        image_size=task.image_size,
-        grayscale=grayscale,
+    def read(path: str | Path) -> tuple[npt.NDArray[Any], list[str]]:
+        return read_labelled_file(
+            path,
+            task.format,
+            text_column=task.text_column,
+            label_column=task.label_column,
+            x_key=task.x_key,
+            y_key=task.y_key,
+            image_size=task.image_size,
+            grayscale=grayscale,
+        )
+
+    if not task.client_files:
+        x, raw = read(task.path)
+        return _TaskRead(x, tuple(raw))
+    xs: list[npt.NDArray[Any]] = []
+    raws: list[str] = []
+    ids: list[str] = []
+    for file in client_file_paths(task.path, task.format):
+        x, raw = read(file)
+        if xs and x.shape[1:] != xs[0].shape[1:]:
+            raise ValueError(f"{file}: inputs of shape {x.shape[1:]}, not {xs[0].shape[1:]}")
+        xs.append(x)
+        raws.extend(raw)
+        ids.extend([file.stem] * len(raw))
+    return _TaskRead(np.concatenate(xs), tuple(raws), tuple(ids))
+
+
+def client_file_paths(directory: str | Path, fmt: str) -> list[Path]:
+    """The files of a ``client-files`` directory in ``fmt``, sorted by name; one per client.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``directory`` does not exist.
+    ValueError
+        For a directory with no such files, or two files of one client id (stem).
+    """
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such directory (client-files needs one)")
+    files = sorted(
+        p
+        for p in directory.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and _SUFFIX_FORMATS.get(p.suffix.lower()) == fmt
     )
-    return x, tuple(raw)
+    if not files:
+        raise ValueError(f"{directory} holds no {fmt} files (client-files: one per client)")
+    stems = [p.stem for p in files]
+    twice = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if twice:
+        raise ValueError(f"{directory}: client id {twice[0]!r} has more than one file")
+    return files
+
+
+def _client_files_format(directory: Path, where: str) -> str:
+    if not directory.is_dir():
+        raise DatasetOptionError(
+            f"{where}: client-files needs path to be a directory, one file per client"
+        )
+    found = {
+        _SUFFIX_FORMATS[p.suffix.lower()]
+        for p in directory.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in _SUFFIX_FORMATS
+    }
+    if len(found) != 1:
+        raise DatasetOptionError(
+            f"{where}: client-files infers the format from the files in {directory}, found "
+            f"{sorted(found) or 'none'}; set format to one of {list(CLIENT_COLUMN_FORMATS)}"
+        )
+    return found.pop()
+
+
+def read_client_column(path: str | Path, fmt: str, column: str) -> tuple[str, ...]:
+    """Read the client id of every example of a csv, jsonl or npz file, as text.
+
+    Rows are read as :func:`read_labelled_file` reads them (jsonl blank lines
+    skipped), so the ids line up with its examples.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, for a missing column, key or array (listing those present),
+        an empty or non-scalar id, or a format without columns.
+    """
+    path = Path(path).expanduser()
+    if fmt == "csv":
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            if column not in columns:
+                raise ValueError(
+                    f"{path} has no client-column {column!r}; columns: {list(columns)}"
+                )
+            return tuple(
+                _client_id(row[column], f"{path}, line {reader.line_num}") for row in reader
+            )
+    if fmt == "jsonl":
+        ids: list[str] = []
+        for where, record in _json_records(path):
+            if not isinstance(record, dict) or column not in record:
+                keys = sorted(record) if isinstance(record, dict) else []
+                raise ValueError(f"{where}: no client-column key {column!r}; keys present: {keys}")
+            ids.append(_client_id(record[column], where))
+        return tuple(ids)
+    if fmt == "npz":
+        with np.load(path, allow_pickle=False) as data:
+            if column not in data.files:
+                raise ValueError(
+                    f"{path} has no client-column array {column!r}; arrays: {list(data.files)}"
+                )
+            values = data[column]
+        if values.ndim != 1:
+            raise ValueError(f"{path}: client-column {column!r} must be 1-D, one id per row")
+        return tuple(_client_id(v, f"{path}, row {i}") for i, v in enumerate(values.tolist()))
+    raise ValueError(f"{path}: a {fmt} task has no client-column; use one of csv, jsonl, npz")
+
+
+def _client_id(value: Any, where: str) -> str:
+    if isinstance(value, float) and not np.isfinite(value):
+        raise ValueError(f"{where}: client id {value} is not a finite number")
+    if isinstance(value, str | int | float) and not isinstance(value, bool) and str(value).strip():
+        return str(value).strip()
+    raise ValueError(f"{where}: empty or non-scalar client id {value!r}")
 
 
 def _name(table: Mapping[str, Any], key: str, where: str) -> str | None:
@@ -369,9 +535,8 @@ def _read_csv(
     return _texts(texts), labels
 
 
-def _read_jsonl(
-    path: Path, text_column: str, label_column: str
-) -> tuple[npt.NDArray[Any], list[str]]:
+def _json_records(path: Path) -> list[tuple[str, Any]]:
+    """Each record of a jsonl file (blank lines skipped) or json array, with where it is."""
     content = path.read_text(encoding="utf-8-sig")
     records: list[tuple[str, Any]] = []
     if content.lstrip().startswith("["):  # a .json file holding one array of objects
@@ -390,6 +555,13 @@ def _read_jsonl(
                 raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
     if not records:
         raise ValueError(f"{path} is empty (expected one JSON object per line)")
+    return records
+
+
+def _read_jsonl(
+    path: Path, text_column: str, label_column: str
+) -> tuple[npt.NDArray[Any], list[str]]:
+    records = _json_records(path)
     texts: list[str] = []
     labels: list[str] = []
     for where, record in records:

@@ -9,6 +9,25 @@ from typing import Any
 from fedmtl.data.registry import DatasetSpec, get_dataset_spec
 
 
+def num_test_examples(num_examples: int, test_fraction: float) -> int:
+    """How many of a client's ``num_examples`` go to its local test split.
+
+    ``round(test_fraction * n)``, at least one, and none for a client of a single
+    example (it trains on it).
+    """
+    if num_examples <= 1:
+        return 0
+    return max(1, round(test_fraction * num_examples))
+
+
+def min_split_examples(test_fraction: float) -> int:
+    """The fewest examples a client needs for one train and one test example."""
+    n = 2
+    while n - num_test_examples(n, test_fraction) < 1:  # ends: test-fraction < 1
+        n += 1
+    return n
+
+
 @dataclass(frozen=True)
 class PartitionSpec:
     """Everything that decides which client holds which examples and task.

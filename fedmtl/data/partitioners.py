@@ -5,18 +5,22 @@ Each registered partitioner builds a flwr-datasets ``Partitioner`` from the
 errors are :class:`PartitionError`, naming the experiment key to change, so a
 run that cannot be split stops before it starts with that key
 (``classes-per-client``, ``dirichlet-alpha``, ``num-clients``).
+
+``natural`` is the one partitioner whose clients come from the data: one client
+per distinct client id of the pool (a client-id column of the user's file), in
+the order of :func:`sorted_client_ids`, each holding exactly that id's examples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from fedmtl.data.partition_spec import PartitionSpec
+from fedmtl.data.partition_spec import PartitionSpec, min_split_examples
 from fedmtl.registry import Registry, RegistryError
 
 if TYPE_CHECKING:
@@ -55,11 +59,17 @@ class PartitionerEntry:
         The experiment key named when the library partitioner fails anyway.
     advice : str
         What to change then, appended to that error.
+    clients_from_data : bool
+        One client per distinct client id of the pool (the pool must carry ids,
+        and ``num-clients`` must equal their number); the partitioner partitions
+        by the ``client`` column, each id coded as its rank in
+        :func:`sorted_client_ids`.
     """
 
     build: Callable[[PartitionSpec, npt.NDArray[np.int64]], Partitioner]
     key: str
     advice: str = ""
+    clients_from_data: bool = False
 
 
 PARTITIONERS: Registry[PartitionerEntry] = Registry("partitioner")
@@ -110,6 +120,25 @@ def _pathological(spec: PartitionSpec, labels: npt.NDArray[np.int64]) -> Partiti
     )
 
 
+def _natural(spec: PartitionSpec, labels: npt.NDArray[np.int64]) -> Partitioner:
+    from flwr_datasets.partitioner import NaturalIdPartitioner
+
+    return NaturalIdPartitioner(partition_by="client")
+
+
+def sorted_client_ids(client_ids: Sequence[str]) -> tuple[str, ...]:
+    """The distinct client ids in client order: by value when all are integers, else as text.
+
+    Client ``i`` of a natural partition holds the examples of the ``i``-th id.
+    """
+    unique = set(client_ids)
+    try:
+        # Integers sort by value so "10" follows "9", not "1".
+        return tuple(sorted(unique, key=lambda cid: (int(cid), cid)))
+    except ValueError:
+        return tuple(sorted(unique))
+
+
 PARTITIONERS.add("iid", PartitionerEntry(_iid, "num-clients"))
 PARTITIONERS.add(
     "dirichlet",
@@ -124,12 +153,32 @@ PARTITIONERS.add(
     "pathological",
     PartitionerEntry(_pathological, "classes-per-client", "try fewer classes-per-client"),
 )
+PARTITIONERS.add("natural", PartitionerEntry(_natural, "num-clients", clients_from_data=True))
+
+
+def partitioner_entry(name: str) -> PartitionerEntry:
+    """The registered partitioner ``name``.
+
+    Raises
+    ------
+    PartitionError
+        Naming ``partitioner``, for an unknown name.
+    """
+    try:
+        return PARTITIONERS.get(name)
+    except RegistryError as exc:
+        raise PartitionError("partitioner", str(exc)) from None
 
 
 def partition_indices(
-    labels: npt.NDArray[np.int64], spec: PartitionSpec
+    labels: npt.NDArray[np.int64],
+    spec: PartitionSpec,
+    client_ids: Sequence[str] | None = None,
 ) -> list[npt.NDArray[np.int64]]:
     """Split positions ``0..len(labels)-1`` over clients with the spec's partitioner.
+
+    ``client_ids`` (one per position) are read by a partitioner whose clients come
+    from the data (``natural``) and ignored by the others.
 
     Raises
     ------
@@ -138,10 +187,7 @@ def partition_indices(
     """
     from datasets import Dataset
 
-    try:
-        entry = PARTITIONERS.get(spec.partitioner)
-    except RegistryError as exc:
-        raise PartitionError("partitioner", str(exc)) from None
+    entry = partitioner_entry(spec.partitioner)
     if spec.num_clients > len(labels):
         raise PartitionError(
             "num-clients",
@@ -150,9 +196,10 @@ def partition_indices(
     partitioner = entry.build(spec, labels)
     # IidPartitioner takes contiguous shards, so shuffle first (seeded).
     order = np.random.default_rng(spec.seed).permutation(len(labels))
-    partitioner.dataset = Dataset.from_dict(
-        {"position": order.tolist(), "label": labels[order].tolist()}
-    )
+    columns: dict[str, list[int]] = {"position": order.tolist(), "label": labels[order].tolist()}
+    if entry.clients_from_data:
+        columns["client"] = natural_client_codes(client_ids, len(labels), spec)[order].tolist()
+    partitioner.dataset = Dataset.from_dict(columns)
     parts = []
     try:
         for client in range(spec.num_clients):
@@ -167,3 +214,46 @@ def partition_indices(
             f"{spec.num_clients} clients{setting}: {exc}{advice}",
         ) from None
     return parts
+
+
+def natural_client_codes(
+    client_ids: Sequence[str] | None, num_examples: int, spec: PartitionSpec
+) -> npt.NDArray[np.int64]:
+    """Each example's client: the rank of its id in :func:`sorted_client_ids`.
+
+    Raises
+    ------
+    PartitionError
+        Naming ``partitioner`` when there are no ids, ``num-clients`` when it is not
+        the number of distinct ids, and ``dataset-options`` for an id with too few
+        examples for one train and one test example (see ``test-fraction``).
+    """
+    if client_ids is None or len(client_ids) != num_examples:
+        raise PartitionError(
+            "partitioner",
+            f"the {spec.partitioner} partitioner makes one client per client id, and these "
+            "examples carry none (dataset 'files': set client-column on every task in "
+            "dataset-options); other datasets need another partitioner",
+        )
+    order = sorted_client_ids(client_ids)
+    if len(order) != spec.num_clients:
+        raise PartitionError(
+            "num-clients",
+            f"the {spec.partitioner} partitioner makes one client per client id: the data "
+            f"has {len(order)} distinct ids but num-clients is {spec.num_clients}; "
+            f"set num-clients = {len(order)}",
+        )
+    rank = {cid: i for i, cid in enumerate(order)}
+    codes = np.asarray([rank[cid] for cid in client_ids], dtype=np.int64)
+    needed = min_split_examples(spec.test_fraction)
+    sizes = np.bincount(codes, minlength=len(order))
+    small = [(order[i], int(n)) for i, n in enumerate(sizes) if n < needed]
+    if small:
+        shown = ", ".join(f"{cid!r} ({n})" for cid, n in small[:5])
+        raise PartitionError(
+            "dataset-options",
+            f"{len(small)} client id(s) have fewer than the {needed} examples a client "
+            f"needs for one train and one test example at test-fraction = "
+            f"{spec.test_fraction}: {shown}; drop or merge their rows",
+        )
+    return codes

@@ -12,8 +12,9 @@ import numpy as np
 import numpy.typing as npt
 
 from fedmtl.registry import Registry
+from fedmtl.task_kinds import TargetError, TargetScale, TaskObjective
 
-LabelFn = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.int64]]
+LabelFn = Callable[[npt.NDArray[np.int64]], npt.NDArray[Any]]
 
 
 @dataclass(frozen=True)
@@ -25,29 +26,49 @@ class TaskSpec:
     name : str
         Unique within its dataset; also the name of the task head.
     num_outputs : int
-        Size of the head's output (number of classes).
+        Size of the head's output (number of classes; 1 for a regression).
     label_fn : callable
-        Maps the dataset's base labels to this task's labels in ``[0, num_outputs)``.
+        Maps the dataset's base labels to this task's targets: labels in
+        ``[0, num_outputs)`` for a classification, floats for a regression.
     kind : str
-        ``"classification"`` (the only kind built in so far).
-    loss : str
-        Name of the training loss (``"cross_entropy"``).
-    metrics : tuple of str
-        Metrics the client reports besides the loss.
+        A name in :data:`fedmtl.task_kinds.TASK_KINDS` (``"classification"``,
+        ``"regression"``): it decides the loss and the metrics.
     description : str
         One line for tables and help.
     labels : tuple of str
         Names of the labels ``0..num_outputs-1`` where known (empty otherwise).
+    target_mean, target_std : float
+        A regression's target standardization ``(y - mean) / std``, computed on
+        the clients' pool of the task (every client and every aggregated head
+        share one scale); MAE and RMSE are reported in the original units.
+
+    Raises
+    ------
+    RegistryError
+        For an unknown kind.
+    TargetError
+        When ``num_outputs`` or the scale do not fit the kind.
     """
 
     name: str
     num_outputs: int
     label_fn: LabelFn
     kind: str = "classification"
-    loss: str = "cross_entropy"
-    metrics: tuple[str, ...] = ("accuracy",)
     description: str = ""
     labels: tuple[str, ...] = ()
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        try:
+            self.objective.kind.check_outputs(self.num_outputs)
+        except TargetError as error:
+            raise TargetError(f"task '{self.name}': {error}") from None
+
+    @property
+    def objective(self) -> TaskObjective:
+        """The task's kind and target scale, as training and evaluation use them."""
+        return TaskObjective.named(self.kind, TargetScale(self.target_mean, self.target_std))
 
 
 def identity_labels(y: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -61,14 +82,19 @@ class BaseData:
 
     ``x`` is a numeric array (images, features) or an object array of ``str``
     (texts); the backbone's ``prepare`` turns a slice of it into model input.
+    ``client_ids``, where the data is naturally partitioned, is the id (text) of
+    the writer, user or site of each example (the ``natural`` partitioner).
     """
 
     x: npt.NDArray[Any]
     y: npt.NDArray[np.int64]
+    client_ids: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
             raise ValueError(f"{len(self.x)} inputs but {len(self.y)} labels")
+        if self.client_ids is not None and len(self.client_ids) != len(self.y):
+            raise ValueError(f"{len(self.client_ids)} client ids but {len(self.y)} labels")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """A strategy comparison's files: ``results.json``, its tables and plots.
 
 ``results.json`` holds, per strategy and seed, the run's final-round and
-best-round per-task statistics, its accuracy curve and its run directory (the
+best-round per-task statistics, its primary-metric curve and its run directory (the
 centralized reference has its final statistics and its chosen learning rate).
 ``compare.md`` and ``compare.csv`` give the final round, mean ± sd over seeds,
-and the gain over local-only per task; they and ``plots/`` can always be
+and the gain over local-only per task, in each task's primary metric
+(:func:`fedmtl.metrics.primary_metric`: accuracy; a regression's MAE, where a
+negative gain is the better); they and ``plots/`` can always be
 rebuilt from ``results.json`` (``fedmtl report <compare dir>``). The runner is
 :func:`fedmtl.compare.run_comparison`.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmtl.atomic import atomic_write_text
+from fedmtl.metrics import primary_metric
 from fedmtl.results.files import (
     COMPARISON_CSV_FILE,
     COMPARISON_RESULTS_FILE,
@@ -31,12 +34,12 @@ from fedmtl.results.summary import judge_run, summarize_run
 
 LOCAL_ONLY = "local-only"
 CENTRALIZED = "centralized"
-# Per-task statistics of the final round that the table reports.
-STATISTICS = ("accuracy-mean", "accuracy-std", "accuracy-worst", "accuracy-p10")
+# Per-task statistics of the final round that the table reports, of the task's primary metric.
+STATISTICS = ("mean", "std", "worst", "p10")
 
 
 def run_entry(run_dir: Path) -> dict[str, Any]:
-    """One run's entry of ``results.json``: final and best rounds, accuracy curve, directory.
+    """One run's entry of ``results.json``: final and best rounds, primary-metric curve, directory.
 
     ``status`` and ``failure`` say whether the run trained at all (see
     :func:`~fedmtl.results.judge_run`).
@@ -45,7 +48,7 @@ def run_entry(run_dir: Path) -> dict[str, Any]:
     summary = summarize_run(records)
     outcome = judge_run(records)
     curves = {
-        str(r.round): {t: s.get("accuracy-mean") for t, s in r.evaluate.tasks.items()}
+        str(r.round): {t: s.get(f"{primary_metric(s)}-mean") for t, s in r.evaluate.tasks.items()}
         for r in records
         if r.evaluate.tasks
     }
@@ -69,8 +72,11 @@ def write_comparison_results(folder: Path, results: Mapping[str, Any]) -> None:
 def comparison_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per (strategy, task): final-round statistics, mean and std over seeds.
 
-    ``gain`` is the strategy's ``accuracy-mean`` minus local-only's, per seed,
-    averaged over seeds (``None`` without a local-only run).
+    A row's ``metric`` is the task's primary metric ``m`` (``accuracy``, a
+    regression's ``mae``); its statistics are ``m-mean``, ``m-std``,
+    ``m-worst``, ``m-p10`` and each one's ``-sd``. ``gain`` is the strategy's
+    ``m-mean`` minus local-only's, per seed, averaged over seeds (``None``
+    without a local-only run).
     """
     runs: Mapping[str, Mapping[str, Any]] = results["runs"]
     local = runs.get(LOCAL_ONLY, {})
@@ -81,13 +87,17 @@ def comparison_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             continue
         tasks = sorted({t for entry in per_seed.values() for t in entry["final"]})
         for task in tasks:
+            finals = [e["final"][task] for e in per_seed.values() if task in e["final"]]
+            metric = primary_metric(finals[0])
             row: dict[str, Any] = {"strategy": strategy, "task": task, "seeds": len(per_seed)}
-            for stat in STATISTICS:
-                values = [e["final"][task][stat] for e in per_seed.values() if task in e["final"]]
+            row["metric"] = metric
+            for stat in (f"{metric}-{s}" for s in STATISTICS):
+                values = [final[stat] for final in finals]
                 row[stat] = statistics.mean(values)
                 row[f"{stat}-sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            key = f"{metric}-mean"
             gains = [
-                entry["final"][task]["accuracy-mean"] - local[seed]["final"][task]["accuracy-mean"]
+                entry["final"][task][key] - local[seed]["final"][task][key]
                 for seed, entry in per_seed.items()
                 if seed in local and task in local[seed]["final"] and task in entry["final"]
             ]
@@ -101,10 +111,16 @@ def format_markdown(rows: Sequence[Mapping[str, Any]], seeds: int) -> str:
     tasks = sorted({r["task"] for r in rows})
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     by_key = {(r["strategy"], r["task"]): r for r in rows}
-    header = ["strategy"] + [f"{t}: mean ± sd / worst / p10 / gain" for t in tasks]
+    metrics = {r["task"]: r["metric"] for r in rows}
+    named = set(metrics.values()) != {"accuracy"}
+    header = ["strategy"] + [
+        f"{t}: {metrics[t] + ' ' if named else ''}mean ± sd / worst / p10 / gain" for t in tasks
+    ]
+    what = "each task's primary metric" if named else "client accuracy per task"
     lines = [
-        f"Final round, client accuracy per task; mean ± sd over {seeds} seed(s); worst client "
-        "and 10th percentile averaged over seeds; gain = mean minus local-only's.",
+        f"Final round, {what}; mean ± sd over {seeds} seed(s); worst client "
+        "and 10th percentile averaged over seeds; gain = mean minus local-only's"
+        + (" (for an error such as MAE, negative is better)." if named else "."),
         "",
         "| " + " | ".join(header) + " |",
         "|---|" + "---:|" * len(tasks),
@@ -117,18 +133,25 @@ def format_markdown(rows: Sequence[Mapping[str, Any]], seeds: int) -> str:
                 cells.append("-")
                 continue
             gain = "-" if row["gain"] is None else f"{row['gain']:+.3f}"
+            m = row["metric"]
             cells.append(
-                f"{row['accuracy-mean']:.3f} ± {row['accuracy-mean-sd']:.3f} / "
-                f"{row['accuracy-worst']:.3f} / {row['accuracy-p10']:.3f} / {gain}"
+                f"{row[f'{m}-mean']:.3f} ± {row[f'{m}-mean-sd']:.3f} / "
+                f"{row[f'{m}-worst']:.3f} / {row[f'{m}-p10']:.3f} / {gain}"
             )
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def format_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The comparison rows as CSV (one row per strategy and task)."""
+    """The comparison rows as CSV (one row per strategy and task).
+
+    Columns: ``strategy, task, seeds``, then each primary metric's statistics
+    and their ``-sd`` (accuracy first; empty where a task has another), ``gain``.
+    """
+    metrics = ["accuracy", *sorted({r["metric"] for r in rows} - {"accuracy"})]
     columns = ["strategy", "task", "seeds"]
-    columns += [c for stat in STATISTICS for c in (stat, f"{stat}-sd")] + ["gain"]
+    stats = [f"{m}-{s}" for m in metrics for s in STATISTICS]
+    columns += [c for stat in stats for c in (stat, f"{stat}-sd")] + ["gain"]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

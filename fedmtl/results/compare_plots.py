@@ -16,36 +16,41 @@ def plot_comparison(
 ) -> list[Path]:
     """Write ``final-accuracy.png`` and ``accuracy-rounds.png`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [_final_bars(rows, out_dir / "final-accuracy.png"), _curves(results, out_dir)]
+    metrics = {r["task"]: r["metric"] for r in rows}
+    return [_final_bars(rows, out_dir / "final-accuracy.png"), _curves(results, metrics, out_dir)]
 
 
 def _final_bars(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
     tasks = sorted({r["task"] for r in rows})
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     by_key = {(r["strategy"], r["task"]): r for r in rows}
+    metrics = {r["task"]: r["metric"] for r in rows}  # each task's primary metric
+    accuracy = set(metrics.values()) <= {"accuracy"}
     fig = Figure(
         figsize=(max(7.0, 1.2 * len(strategies) * len(tasks) / 2), 4.5), layout="constrained"
     )
     ax = fig.add_subplot()
     width = 0.8 / max(len(strategies), 1)
     for i, strategy in enumerate(strategies):
-        means = [by_key.get((strategy, t), {}).get("accuracy-mean", np.nan) for t in tasks]
-        sds = [by_key.get((strategy, t), {}).get("accuracy-mean-sd", 0.0) for t in tasks]
-        worst = [by_key.get((strategy, t), {}).get("accuracy-worst", np.nan) for t in tasks]
+        means = [by_key.get((strategy, t), {}).get(f"{metrics[t]}-mean", np.nan) for t in tasks]
+        sds = [by_key.get((strategy, t), {}).get(f"{metrics[t]}-mean-sd", 0.0) for t in tasks]
+        worst = [by_key.get((strategy, t), {}).get(f"{metrics[t]}-worst", np.nan) for t in tasks]
         x = np.arange(len(tasks)) + (i - (len(strategies) - 1) / 2) * width
         ax.bar(x, means, width=width, yerr=sds, capsize=2, label=strategy)
         ax.scatter(x, worst, marker="_", color="black", zorder=3)
     ax.set_xticks(np.arange(len(tasks)), tasks)
-    ax.set_ylabel("client accuracy (bar: mean over clients, -: worst client)")
+    what = "client accuracy" if accuracy else "primary metric (accuracy; MAE etc.)"
+    ax.set_ylabel(f"{what} (bar: mean over clients, -: worst client)")
     ax.set_title("final round; error bar: sd over seeds")
-    ax.set_ylim(0, 1.05)
+    if accuracy:
+        ax.set_ylim(0, 1.05)
     ax.legend(fontsize="small", ncols=2, loc="lower right")
     ax.grid(True, axis="y", alpha=0.3)
     fig.savefig(out, dpi=100)
     return out
 
 
-def _curves(results: Mapping[str, Any], out_dir: Path) -> Path:
+def _curves(results: Mapping[str, Any], metrics: Mapping[str, str], out_dir: Path) -> Path:
     runs = results["runs"]
     tasks = sorted(
         {t for per_seed in runs.values() for e in per_seed.values() for t in e.get("final", {})}
@@ -69,7 +74,7 @@ def _curves(results: Mapping[str, Any], out_dir: Path) -> Path:
                 for r in rounds
             ]
             ax.plot(rounds, means, marker="o", markersize=2, label=strategy)
-        ax.set_title(f"{task}: mean client accuracy (mean over seeds)")
+        ax.set_title(f"{task}: mean client {metrics.get(task, 'accuracy')} (mean over seeds)")
         ax.set_xlabel("round")
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize="small")

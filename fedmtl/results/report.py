@@ -7,11 +7,42 @@ from it (``fedmtl report``, :func:`fedmtl.results.rebuild.rebuild_report`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from fedmtl.results.run_directory import RunDirectory
 from fedmtl.results.summary import RunOutcome, describe_skips, summarize_run
 from fedmtl.results.tables import format_task_table
+
+
+def best_round_table(best: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """The report's best-round lines: each task's round with the best primary-metric mean.
+
+    One metric across the tasks (``accuracy``) gives ``| task | best round |
+    accuracy mean |``; mixed kinds (accuracy and a regression's MAE) add a
+    ``metric`` column and the last one reads ``mean``.
+    """
+    metrics = {
+        task: next(k for k in entry if k != "round").removesuffix("-mean")
+        for task, entry in best.items()
+    }
+    used = sorted(set(metrics.values())) or ["accuracy"]
+    mixed = len(used) > 1
+    what = "the primary metric's" if mixed else f"{used[0]}"
+    lines = [
+        f"Best round per task (mean client {what}; reported apart from the final round):",
+        "",
+        "| task | best round | metric | mean |"
+        if mixed
+        else f"| task | best round | {used[0]} mean |",
+        "|:---|---:|:---|---:|" if mixed else "|:---|---:|---:|",
+    ]
+    for task, entry in sorted(best.items()):
+        metric = metrics[task]
+        value = f"{entry[f'{metric}-mean']:.3f}"
+        cells = [task, str(entry["round"]), *([metric] if mixed else []), value]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def run_report(run_dir: Path) -> str:
@@ -31,13 +62,8 @@ def run_report(run_dir: Path) -> str:
         f"Final round {evaluated[-1].round}, per task over clients:\n\n"
         f"{format_task_table(evaluated[-1].evaluate.tasks)}",
         "",
-        "Best round per task (mean client accuracy; reported apart from the final round):",
-        "",
-        "| task | best round | accuracy mean |",
-        "|:---|---:|---:|",
+        *best_round_table(summary["best-round"]),
     ]
-    for task, best in sorted(summary["best-round"].items()):
-        lines.append(f"| {task} | {best['round']} | {best['accuracy-mean']:.3f} |")
     saved = run.summary()
     if "unseen" in saved:
         unseen = saved["unseen"]

@@ -9,10 +9,12 @@ and exits non-zero. Skipped rounds are counted either way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fedmtl.metrics import lower_is_better, primary_metric
 from fedmtl.results.round_record import RoundRecord
 
 OK = "ok"
@@ -22,7 +24,13 @@ _LISTED = 3
 
 
 def summarize_run(records: Sequence[RoundRecord]) -> dict[str, Any]:
-    """Final-round and best-round per-task metrics, kept apart, plus totals."""
+    """Final-round and best-round per-task metrics, kept apart, plus totals.
+
+    A task's best round is the one with the best mean of its primary metric
+    (:func:`fedmtl.metrics.primary_metric`: accuracy, highest; a regression's
+    MAE, lowest); the first such round wins ties. Its entry is ``{"round": r,
+    "<metric>-mean": value}``.
+    """
     evaluated = [r for r in records if r.evaluate.tasks]
     if not evaluated:
         return {"rounds": 0}
@@ -30,9 +38,14 @@ def summarize_run(records: Sequence[RoundRecord]) -> dict[str, Any]:
     best: dict[str, dict[str, float]] = {}
     for record in evaluated:
         for task, stats in record.evaluate.tasks.items():
-            acc = stats.get("accuracy-mean")
-            if acc is not None and acc > best.get(task, {}).get("accuracy-mean", -1.0):
-                best[task] = {"round": record.round, "accuracy-mean": acc}
+            key = f"{primary_metric(stats)}-mean"
+            value = stats.get(key)
+            if (
+                value is not None
+                and math.isfinite(value)
+                and _better(key, value, best.get(task, {}).get(key))
+            ):
+                best[task] = {"round": record.round, key: value}
     return {
         "rounds": last.round,
         "initial": _plain(first.evaluate.tasks),
@@ -44,6 +57,13 @@ def summarize_run(records: Sequence[RoundRecord]) -> dict[str, Any]:
         "rejected-replies": sum(len(r.rejected) for r in records),
         "failed-replies": sum(len(r.failures) for r in records),
     }
+
+
+def _better(key: str, value: float, incumbent: float | None) -> bool:
+    """Whether ``value`` of ``<metric>-mean`` ``key`` beats ``incumbent`` (strictly)."""
+    if incumbent is None:
+        return True
+    return value < incumbent if lower_is_better(key.removesuffix("-mean")) else value > incumbent
 
 
 def _plain(tasks: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from fedmtl.metrics import primary_metric
 from fedmtl.results.series import PRIMARY_METRICS, metric_names
 
 _MISSING = "-"
@@ -42,19 +43,27 @@ def format_task_table(tasks: Mapping[str, Mapping[str, Any]]) -> str:
     Returns
     -------
     str
-        Markdown table with columns ``task | clients | accuracy mean |
-        accuracy std | worst client | 10th percentile | loss mean`` followed by one
-        ``<metric> mean`` column per other metric present (alphabetical).
-        "worst client" is ``accuracy-worst``, "10th percentile" ``accuracy-p10``.
-        Rows are sorted by task name; numbers have three decimals and missing
-        values are ``-``. No tasks give the header only. No trailing newline.
+        Markdown table with columns ``task | clients | <m> mean | <m> std |
+        worst client | 10th percentile | loss mean`` followed by one
+        ``<metric> mean`` column per other metric present (alphabetical), where
+        ``<m>`` is the tasks' primary metric (:func:`fedmtl.metrics.primary_metric`:
+        ``accuracy``, a regression's ``mae``). When the tasks' primary metrics
+        differ, a ``metric`` column after ``clients`` names each row's and the
+        four columns read ``mean | std | worst client | 10th percentile``.
+        "worst client" is ``<m>-worst`` (the lowest accuracy, the highest
+        error), "10th percentile" ``<m>-p10``. Rows are sorted by task name;
+        numbers have three decimals and missing values are ``-``. No tasks give
+        the header only (accuracy). No trailing newline.
     """
-    extra = [m for m in metric_names([tasks]) if m not in PRIMARY_METRICS]
+    primaries = {task: primary_metric(stats) for task, stats in tasks.items()}
+    used = sorted(set(primaries.values())) or [primary_metric({})]
+    mixed = len(used) > 1
+    extra = [m for m in metric_names([tasks]) if m not in PRIMARY_METRICS and m not in used]
+    lead = ["metric", "mean", "std"] if mixed else [f"{used[0]} mean", f"{used[0]} std"]
     header = [
         "task",
         "clients",
-        "accuracy mean",
-        "accuracy std",
+        *lead,
         "worst client",
         "10th percentile",
         "loss mean",
@@ -65,14 +74,15 @@ def format_task_table(tasks: Mapping[str, Mapping[str, Any]]) -> str:
         "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
     for task in sorted(tasks):
-        stats = tasks[task]
+        stats, metric = tasks[task], primaries[task]
         cells = [
             task.replace("|", "\\|"),
             _fmt_count(stats.get("num-clients")),
-            _fmt(stats.get("accuracy-mean")),
-            _fmt(stats.get("accuracy-std")),
-            _fmt(stats.get("accuracy-worst")),
-            _fmt(stats.get("accuracy-p10")),
+            *([metric] if mixed else []),
+            _fmt(stats.get(f"{metric}-mean")),
+            _fmt(stats.get(f"{metric}-std")),
+            _fmt(stats.get(f"{metric}-worst")),
+            _fmt(stats.get(f"{metric}-p10")),
             _fmt(stats.get("loss-mean")),
             *(_fmt(stats.get(f"{m}-mean")) for m in extra),
         ]

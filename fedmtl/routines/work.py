@@ -20,6 +20,7 @@ from fedmtl.data import ClientData
 from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays, import_arrays
 from fedmtl.records import Instruction, NDArrays
+from fedmtl.task_kinds import CLASSIFICATION, TaskObjective
 from fedmtl.training import TrainSettings, evaluate, train_local
 
 #: State group of the client's local scope, kept between rounds by every routine.
@@ -82,6 +83,9 @@ class LocalWork:
         ``features(split, model)``: cached backbone features of ``"train"`` or
         ``"test"`` when the backbone is frozen, else None (``model`` computes
         them on a cache miss).
+    objective : TaskObjective
+        The client's task kind and target scale (its loss and metrics; default
+        classification).
     """
 
     instruction: Instruction
@@ -93,6 +97,7 @@ class LocalWork:
     device: torch.device
     new_model: Callable[[], MultiTaskModel]
     features: Callable[[str, MultiTaskModel], torch.Tensor | None]
+    objective: TaskObjective = CLASSIFICATION
     _features: dict[str, torch.Tensor | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -157,11 +162,11 @@ class LocalWork:
         data = self.data
         return train_local(
             model, data.task, data.x_train, data.y_train, settings, set(keys), reference,
-            self.device, features=self.cached_features("train", model),
+            self.device, features=self.cached_features("train", model), objective=self.objective,
         )  # fmt: skip
 
     def test(self, model: MultiTaskModel, head_epochs: int = 0) -> dict[str, float]:
-        """Loss, accuracy and example count of ``model`` on the test split.
+        """Loss, the task kind's metrics and example count of ``model`` on the test split.
 
         With ``head_epochs > 0`` a copy of the task's head is first fine-tuned
         that long on the train split (the model's own head may be the frozen
@@ -173,5 +178,6 @@ class LocalWork:
             self.fit(model, self.head_keys(model), epochs=head_epochs, anchored=False)
         features = self.cached_features("test", model)
         return evaluate(
-            model, task, self.data.x_test, self.data.y_test, self.device, features=features
-        )
+            model, task, self.data.x_test, self.data.y_test, self.device,
+            features=features, objective=self.objective,
+        )  # fmt: skip

@@ -45,6 +45,7 @@ from strategies.testing.conformance import (
     check_sample_weights_respected,
     check_state_survives_checkpoint,
     check_task_groups_separate,
+    check_task_scope_robust,
 )
 from strategies.testing.fakes import FakeGrid, error_reply, server_identity, train_reply
 from strategies.testing.traits import BUILTIN_TRAITS, traits_of
@@ -60,6 +61,7 @@ __all__ = [
     "check_sample_weights_respected",
     "check_state_survives_checkpoint",
     "check_task_groups_separate",
+    "check_task_scope_robust",
     "error_reply",
     "server_identity",
     "train_reply",

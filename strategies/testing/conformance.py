@@ -33,7 +33,7 @@ from fedmtl.records import ARRAYS, TASK_ARRAYS, NDArrays, from_record, to_record
 from strategies.registry import Sampling, build_strategy
 from strategies.scoped import ScopedOptions, ScopedStrategy
 from strategies.testing.fakes import CLIENT_ID_OFFSET, FakeGrid, server_identity, train_reply
-from strategies.testing.traits import WEIGHTED_MEAN, traits_of
+from strategies.testing.traits import ROBUST, WEIGHTED_MEAN, traits_of
 
 SEED = 1234
 NODES: dict[int, str] = {1: "a", 2: "a", 3: "b", 4: "b"}
@@ -398,6 +398,42 @@ def check_state_survives_checkpoint(
         _assert_tasks(got[1], want[1], what)
 
 
+def check_task_scope_robust(name: str, options: Options = None, *, traits: Traits = None) -> None:
+    """(g) A robust strategy aggregates each task group with its own rule, not a mean.
+
+    Only for strategies with the ``"robust"`` trait; skipped otherwise. Five
+    clients of one task send the same arrays in both scopes, one of them a
+    poisoned (sign-flipped, boosted) update: the task aggregate must equal the
+    shared one. A robust plug-in strategy that fails this names its rule with a
+    ``task_aggregation`` class attribute (:mod:`strategies.task_rules`).
+    """
+    start = initial_shared()
+
+    def mirrored(node: int, task: str, instruction: Message, server_round: int) -> Message:
+        shared, _ = received(instruction)
+        sent = _shifted(shared, 1000 * server_round + node)
+        if node == 5:  # the attacker: w - 20 (w' - w)
+            sent = {
+                k: _f32(shared[k]) - F32(20.0) * (_f32(v) - _f32(shared[k]))
+                for k, v in sent.items()
+            }
+        return train_reply(node, task, node, sent, sent, client_id=CLIENT_ID_OFFSET + node)
+
+    with server_identity(), seeded():
+        inner = build_strategy(name, options, SAMPLING)
+        found = traits_of(inner, traits)
+        if ROBUST not in found:
+            pytest.skip(f"'{name}' is not robust (traits: {sorted(found) or 'none'})")
+        strategy = ScopedStrategy(
+            inner, task_arrays={"a": to_record(start)}, options=ScopedOptions(query_timeout=1.0)
+        )
+        shared = play_round(strategy, FakeGrid(dict.fromkeys(range(1, 6), "a")), 1, start, mirrored)
+    task = task_state(strategy)["a"]
+    _assert_same(
+        task, shared, f"'{name}' (task rule '{strategy.task_rule.name}'): task vs shared aggregate"
+    )
+
+
 Check = Callable[..., None]
 CHECKS: dict[str, Check] = {
     "identical-replies-keep-weights": check_identical_replies_keep_weights,
@@ -406,6 +442,7 @@ CHECKS: dict[str, Check] = {
     "bad-replies-rejected": check_bad_replies_rejected,
     "deterministic": check_deterministic,
     "state-survives-checkpoint": check_state_survives_checkpoint,
+    "task-scope-robust": check_task_scope_robust,
 }
 
 
@@ -453,3 +490,7 @@ class StrategyConformance:
     def test_state_survives_checkpoint(self) -> None:
         """(f) Resuming from ``state_dict`` changes nothing."""
         self._run(check_state_survives_checkpoint)
+
+    def test_task_scope_robust(self) -> None:
+        """(g) Robust strategies aggregate the task scope with their own rule."""
+        self._run(check_task_scope_robust)
