@@ -40,11 +40,12 @@ def _config(tmp_path: Path, name: str, **overrides: Any) -> ExperimentConfig:
     return load_experiment("digits", values)
 
 
-def honest_accuracy(cfg: ExperimentConfig) -> float:
-    """Mean test accuracy of the honest clients after the last round (in process).
+def honest_accuracy(cfg: ExperimentConfig, bad: frozenset[int]) -> float:
+    """Mean test accuracy of the clients not in ``bad`` after the last round (in process).
 
-    An honest client whose evaluation reply was rejected (a diverged model gives
-    a NaN loss) counts as accuracy 0.
+    ``bad`` is the attacked runs' attackers, so a clean run is measured on the same
+    honest clients. An honest client whose evaluation reply was rejected (a
+    diverged model gives a NaN loss) counts as accuracy 0.
     """
     torch.set_num_threads(1)
     contexts = {
@@ -53,7 +54,6 @@ def honest_accuracy(cfg: ExperimentConfig) -> float:
     mods = [attack_mod(cfg)] if cfg.attack != "none" else []
     run = RunDirectory.create(cfg)
     run_server(InProcessGrid(contexts, cfg, mods=mods), cfg, run)  # type: ignore[arg-type]
-    bad = attackers(cfg)
     last = run.rounds()[-1]
     assert last.round == cfg.num_rounds and not last.skipped
     scores = {row.client_id: row.metrics["accuracy"] for row in last.evaluate.clients}
@@ -67,19 +67,21 @@ ATTACK = {"attack": "sign-flip", "attack-fraction": 0.2}
 def test_fedmedian_keeps_a_task_shared_head_under_sign_flip(
     tmp_path: Path, server_identity: None
 ) -> None:
-    clean = honest_accuracy(_config(tmp_path, "clean", strategy="fedmedian"))
-    median = honest_accuracy(_config(tmp_path, "median", strategy="fedmedian", **ATTACK))
-    fedavg = honest_accuracy(_config(tmp_path, "fedavg", strategy="fedavg", **ATTACK))
+    bad = attackers(_config(tmp_path, "x", **ATTACK))
+    clean = honest_accuracy(_config(tmp_path, "clean", strategy="fedmedian"), bad)
+    median = honest_accuracy(_config(tmp_path, "median", strategy="fedmedian", **ATTACK), bad)
+    fedavg = honest_accuracy(_config(tmp_path, "fedavg", strategy="fedavg", **ATTACK), bad)
     # the median on the backbone only: the head's plain mean lets the attackers in
     mean_heads = honest_accuracy(
         _config(
             tmp_path, "mean-heads", strategy="fedmedian", **{"task-aggregation": "mean"}, **ATTACK
-        )
+        ),
+        bad,
     )
     print(
         f"clean {clean:.1f}, median {median:.1f}, fedavg {fedavg:.1f}, mean heads {mean_heads:.1f}"
     )
-    assert len(attackers(_config(tmp_path, "x", **ATTACK))) == 2
+    assert len(bad) == 2
     assert median >= clean - 5.0, (clean, median)
     assert fedavg < clean - 5.0, (clean, fedavg)
     assert mean_heads < clean - 5.0, (clean, mean_heads)
