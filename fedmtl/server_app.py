@@ -141,6 +141,7 @@ class RoundRecorder:
             skipped=log.skipped,
             skip_reason=log.skip_reason,
             strategy=dict(log.strategy_metrics),
+            task_similarity=log.task_similarity,
         )
 
     def _print(self, record: RoundRecord) -> None:

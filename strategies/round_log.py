@@ -31,6 +31,11 @@ class RoundLog:
         Why the round was skipped.
     strategy_metrics : dict of str to float
         Scalar metrics the inner strategy returned from ``aggregate_train``.
+    task_similarity : dict of str to dict of str to float
+        ``{task_a: {task_b: cosine}}`` (``task_a < task_b``) of the task groups'
+        mean shared-scope updates among the valid train replies
+        (:func:`strategies.interference.reply_task_similarity`); empty with
+        fewer than two task groups.
     """
 
     bytes_down: int = 0
@@ -42,6 +47,7 @@ class RoundLog:
     skipped: bool = False
     skip_reason: str | None = None
     strategy_metrics: dict[str, float] = field(default_factory=dict)
+    task_similarity: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def skip(self, reason: str) -> None:
         """Mark the round as skipped (the previous weights are kept) with ``reason``."""

@@ -54,6 +54,7 @@ from strategies.aggregate_checks import (
     checked_task_average,
     finite_scalars,
 )
+from strategies.interference import reply_task_similarity
 from strategies.nodes import (
     ClientOrderedGrid,
     NodeDirectory,
@@ -329,6 +330,7 @@ class ScopedStrategy(Strategy):
         valid = self._screen(server_round, replies, train=True, log=log)
         if not valid:
             return self._skip(server_round, "no valid training reply")
+        log.task_similarity = reply_task_similarity(valid, self._expected.sent)
         name = type(self.inner).__name__
         try:
             arrays, metrics = self.inner.aggregate_train(

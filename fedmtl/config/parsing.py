@@ -24,6 +24,7 @@ from fedmtl.config.schema import (
     suggest,
 )
 from fedmtl.data.partitioners import PARTITIONERS
+from fedmtl.data.shifts import SHIFT_CHOICES
 from fedmtl.poisoning import ATTACKS
 from fedmtl.scopes import FINETUNE_MODES
 from fedmtl.training import OPTIMIZERS
@@ -41,6 +42,7 @@ CHOICES: dict[str, Collection[str]] = {
     "scopes-from": ("strategy", "experiment"),
     "client-state": ("auto", "memory", "disk"),
     "attack": ATTACKS,
+    "input-shift": SHIFT_CHOICES,
     # strategies.task_rules.task_rule_names(), listed here: config imports no strategies
     "task-aggregation": ("auto", "bulyan", "krum", "mean", "median", "multikrum", "trimmed-mean"),
 }
@@ -53,6 +55,8 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "classes-per-client": (1, None, True),
     "test-fraction": (0.0, 0.9, False),
     "max-examples-per-task": (0, None, True),
+    "input-shift-strength": (0.0, None, True),
+    "input-shift-groups": (0, None, True),
     "finetune-blocks": (1, None, True),
     "lora-rank": (1, None, True),
     "lora-alpha": (0.0, None, False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fedmtl.config.schema import ConfigError, ExperimentConfig, suggest
 from fedmtl.data import get_dataset_spec
 from fedmtl.data.registry import DatasetOptionError
+from fedmtl.data.shifts import INPUT_SHIFTS
 from fedmtl.models import BackboneOptionError, check_backbone
 from fedmtl.poisoning import ATTACKS
 from fedmtl.registry import RegistryError
@@ -23,6 +24,7 @@ def validate_cross_keys(cfg: ExperimentConfig) -> None:
     _check_task_assignment(cfg)
     _check_scope_patterns(cfg)
     _check_client_counts(cfg)
+    _check_input_shift(cfg)
     if cfg.checkpoint_every > 0 and cfg.client_state == "memory":
         raise ConfigError(
             "client-state",
@@ -36,7 +38,8 @@ def _check_dataset_and_tasks(cfg: ExperimentConfig) -> None:
         spec = get_dataset_spec(cfg.dataset, cfg.dataset_options)
     except RegistryError as exc:
         raise ConfigError("dataset", str(exc)) from None
-    except (DatasetOptionError, FileNotFoundError) as exc:
+    except (DatasetOptionError, FileNotFoundError, ValueError) as exc:
+        # A dataset that cannot read its files says why; the options chose the files.
         raise ConfigError("dataset-options", str(exc)) from None
     try:
         check_backbone(cfg.backbone, cfg.backbone_options)
@@ -121,4 +124,32 @@ def _check_client_counts(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             "evaluate-panel",
             "a fixed panel replaces sampling at evaluation: set fraction-evaluate = 1.0",
+        )
+
+
+def _check_input_shift(cfg: ExperimentConfig) -> None:
+    """``input-shift`` fits the dataset's inputs; its strength and groups are in range."""
+    if cfg.input_shift_groups > cfg.num_clients:
+        raise ConfigError(
+            "input-shift-groups",
+            f"must be <= num-clients ({cfg.num_clients}), got {cfg.input_shift_groups} "
+            "(0: one group per client)",
+        )
+    if cfg.input_shift == "none":
+        return
+    shift = INPUT_SHIFTS.get(cfg.input_shift)
+    kind = get_dataset_spec(cfg.dataset, cfg.dataset_options).input_kind
+    if kind not in shift.input_kinds:
+        raise ConfigError(
+            "input-shift",
+            f"'{cfg.input_shift}' shifts {list(shift.input_kinds)} inputs, but dataset "
+            f"'{cfg.dataset}' has {kind} inputs",
+        )
+    high = shift.max_strength
+    strength = cfg.input_shift_strength
+    if strength <= 0 or (high is not None and strength > high):
+        bound = f" and <= {high}" if high is not None else ""
+        raise ConfigError(
+            "input-shift-strength",
+            f"'{cfg.input_shift}' needs a strength > 0{bound} ({shift.strength}), got {strength}",
         )

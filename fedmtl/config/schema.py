@@ -63,6 +63,9 @@ class ExperimentConfig:
     classes_per_client: int = 4
     test_fraction: float = 0.25
     max_examples_per_task: int = 0
+    input_shift: str = "none"
+    input_shift_strength: float = 0.0
+    input_shift_groups: int = 0
     # model
     backbone: str = "digits-cnn"
     backbone_options: Mapping[str, Any] = field(default_factory=_empty_table)

@@ -25,6 +25,9 @@ def partition_spec(cfg: ExperimentConfig) -> PartitionSpec:
         seed=cfg.seed,
         dataset_options=json.dumps(dict(cfg.dataset_options), sort_keys=True, default=str),
         max_examples_per_task=cfg.max_examples_per_task,
+        input_shift=cfg.input_shift,
+        input_shift_strength=cfg.input_shift_strength,
+        input_shift_groups=cfg.input_shift_groups,
     )
 
 

@@ -20,7 +20,8 @@ test with the run's seed and ``test-fraction``. Keys of the node config:
     As in the ``files`` dataset.
 
 Labels are the task's label names (``"0"`` .. ``"9"`` for a task without named
-labels); a label outside them, an unknown task or a missing file is a
+labels), or finite numbers for a ``regression`` task (standardized with the
+run's task scale); a label outside them, an unknown task or a missing file is a
 :class:`DeviceDataError` that names the node-config key to fix.
 """
 
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from fedmtl.data.federation import ClientData, train_test_positions
-from fedmtl.data.files import label_ids, read_labelled_file
+from fedmtl.data.files import infer_format, read_labelled_file, task_targets
 from fedmtl.data.registry import DatasetSpec
 
 REQUIRED = ("data-path", "task")
@@ -66,7 +67,8 @@ def device_data(
     Raises
     ------
     DeviceDataError
-        For a missing key or file, an unknown task, or labels outside the task's.
+        For a missing key or file, an unknown task, labels outside the task's, or
+        (regression) a label that is not a finite number.
     """
     for key in REQUIRED:
         if key not in node_config:
@@ -88,8 +90,11 @@ def device_data(
         x, raw = read_labelled_file(path, **options)  # type: ignore[arg-type]
     except (KeyError, ValueError) as exc:
         raise DeviceDataError("data-path", str(exc)) from None
+    fmt = options["fmt"] or infer_format(path)  # read_labelled_file inferred it already
+    column = str(options["y_key"] if fmt == "npz" else options["label_column"])
+    spec = dataset.tasks[task]
     try:
-        y = label_ids(raw, task_label_names(dataset, task), path)
+        y = task_targets(spec.kind, raw, task_label_names(dataset, task), path, column)
     except ValueError as exc:
         raise DeviceDataError("task", f"{exc} (the labels of task '{task}')") from None
     client_id = int(node_config.get("client-id", default_client_id))

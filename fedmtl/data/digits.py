@@ -38,7 +38,8 @@ DIGIT_TASKS = {
         kind="regression",
         description="the digit as a number, regression (MAE in digits)",
         # Mean and population std of the digit over the clients' pool (the 1,258
-        # images outside the pretraining source split; tests/test_task_kinds.py checks).
+        # images outside the pretraining source split), pinned so importing loads no
+        # data: fedmtl.data.registry.regression_task gives exactly these (tests check).
         target_mean=4.48489666136725,
         target_std=2.893473418461518,
     ),

@@ -5,7 +5,9 @@ minus the pretraining source split): a partitioner over the *base* labels gives
 each client its own non-IID share, which the client sees through its task's
 label function. When each task has its own inputs (WordNet nouns, fortunes),
 each task's pool is split by the same partitioner among the clients holding
-that task. Every client keeps a seeded train/test split of its share.
+that task. Every client keeps a seeded train/test split of its share, and with
+``input-shift`` its inputs (train and test) move into its own domain
+(:mod:`fedmtl.data.shifts`: feature skew on top of the partitioner's label skew).
 Everything is a pure function of the spec.
 """
 
@@ -22,11 +24,13 @@ import numpy.typing as npt
 from fedmtl.data.partition_spec import PartitionSpec, num_test_examples
 from fedmtl.data.partitioners import PartitionError, partition_indices, partitioner_entry
 from fedmtl.data.registry import BaseData, DatasetSpec
+from fedmtl.data.shifts import client_levels, shift_inputs
 
 __all__ = [
     "ClientData",
     "PartitionError",
     "PartitionSpec",
+    "apply_input_shift",
     "assign_tasks",
     "build_federation",
     "check_natural_tasks",
@@ -107,6 +111,44 @@ def _client(
     )
 
 
+def _value_range(x: npt.NDArray[Any]) -> tuple[float, float]:
+    return float(np.min(x)), float(np.max(x))
+
+
+def apply_input_shift(
+    client: ClientData, spec: PartitionSpec, level: float, value_range: tuple[float, float]
+) -> ClientData:
+    """``client`` with its train and test inputs shifted (``input-shift``), labels untouched."""
+    if spec.input_shift == "none":
+        return client
+
+    def shift(x: npt.NDArray[Any], split: int) -> npt.NDArray[Any]:
+        return shift_inputs(
+            spec.input_shift,
+            x,
+            level=level,
+            strength=spec.input_shift_strength,
+            seed=spec.seed,
+            client_id=client.client_id,
+            split=split,
+            value_range=value_range,
+        )
+
+    return replace(client, x_train=shift(client.x_train, 0), x_test=shift(client.x_test, 1))
+
+
+def _shifted(
+    clients: dict[int, ClientData], spec: PartitionSpec, ranges: dict[int, tuple[float, float]]
+) -> dict[int, ClientData]:
+    """Every client through :func:`apply_input_shift` at its level (:func:`client_levels`)."""
+    if spec.input_shift == "none":
+        return clients
+    levels = client_levels(spec.num_clients, spec.input_shift_groups, spec.seed)
+    return {
+        c: apply_input_shift(data, spec, float(levels[c]), ranges[c]) for c, data in clients.items()
+    }
+
+
 def _task_pool(
     dataset: DatasetSpec, task: str, spec: PartitionSpec
 ) -> tuple[BaseData, npt.NDArray[np.int64]]:
@@ -174,8 +216,13 @@ def build_federation(spec: PartitionSpec) -> tuple[ClientData, ...]:
         spec.tasks, spec.num_clients, spec.task_assignment, dict(spec.task_counts)
     )
     clients: dict[int, ClientData] = {}
+    # Each client's input shift uses the (min, max) of its inputs' whole dataset.
+    ranges: dict[int, tuple[float, float]] = {}
+    shifting = spec.input_shift != "none"
     if dataset.load is not None:
         base = dataset.load()
+        if shifting:
+            ranges = dict.fromkeys(range(spec.num_clients), _value_range(base.x))
         _, pool = dataset.source_split(len(base.y))
         pool = _cap(pool, spec.max_examples_per_task, spec.seed)
         parts = partition_indices(base.y[pool], spec, _pool_ids(base, pool))
@@ -190,6 +237,14 @@ def build_federation(spec: PartitionSpec) -> tuple[ClientData, ...]:
             if not holders:
                 continue
             base, pool = _task_pool(dataset, task, spec)
+            if partitioner_entry(spec.partitioner).by_class and dataset.tasks[task].kind != (
+                "classification"
+            ):
+                raise PartitionError(
+                    "partitioner",
+                    f"task '{task}' is a {dataset.tasks[task].kind} task: the "
+                    f"'{spec.partitioner}' partitioner skews class labels; use 'iid' or 'natural'",
+                )
             task_spec = replace(spec, num_clients=len(holders))
             try:
                 parts = partition_indices(base.y[pool], task_spec, _pool_ids(base, pool))
@@ -200,6 +255,9 @@ def build_federation(spec: PartitionSpec) -> tuple[ClientData, ...]:
             label_fn = dataset.tasks[task].label_fn
             for client_id, positions in zip(holders, parts, strict=True):
                 clients[client_id] = _client(client_id, task, base, label_fn, pool[positions], spec)
+                if shifting:
+                    ranges[client_id] = _value_range(base.x)
+    clients = _shifted(clients, spec, ranges)
     return tuple(clients[c] for c in range(spec.num_clients))
 
 

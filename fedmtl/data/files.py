@@ -11,6 +11,11 @@ A task's ``client-column`` (a csv column, jsonl key or npz array) gives each
 example's client id, for the ``natural`` partitioner: one client per distinct id.
 With ``client-files = true`` the task's ``path`` is a directory of files of one
 format, one per client: a file's name without its suffix is its rows' client id.
+
+A task's ``kind`` (a name in :data:`fedmtl.task_kinds.TASK_KINDS`) is
+``classification`` by default; with ``regression`` the label column holds finite
+numbers, read as floats, and the task is standardized with its pool's mean and
+std (:func:`fedmtl.data.registry.regression_task`).
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ from fedmtl.data.registry import (
     DatasetSpec,
     TaskSpec,
     identity_labels,
+    regression_task,
 )
+from fedmtl.registry import RegistryError
+from fedmtl.task_kinds import TASK_KINDS
 
 NAME = "files"
 FORMATS = ("csv", "jsonl", "npz", "image-folder")
@@ -50,8 +58,10 @@ TASK_KEYS = (
     "labels",
     "client-column",
     "client-files",
+    "kind",
 )
 # Formats that can carry a client-id column (an image folder has no columns).
+# They are also the formats with a label column, which a regression needs.
 CLIENT_COLUMN_FORMATS = ("csv", "jsonl", "npz")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 _SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".npz": "npz"}
@@ -160,6 +170,45 @@ def label_ids(raw: list[str], labels: tuple[str, ...], path: str | Path) -> npt.
     return np.asarray([index[label] for label in raw], dtype=np.int64)
 
 
+def numeric_targets(raw: list[str], path: str | Path, column: str) -> npt.NDArray[np.float64]:
+    """Read raw labels as the finite numbers of a regression task.
+
+    Raises
+    ------
+    ValueError
+        Naming ``path``, the label ``column`` and the first row (1-based, header not
+        counted) whose value is not a finite number.
+    """
+    values: list[float] = []
+    for row, label in enumerate(raw, start=1):
+        try:
+            value = float(label)
+        except ValueError:
+            value = float("nan")
+        if not np.isfinite(value):
+            raise ValueError(
+                f"{path}, row {row}: label column {column!r} holds {label!r}, "
+                "not a finite number (a regression task needs numeric targets)"
+            )
+        values.append(value)
+    return np.asarray(values, dtype=np.float64)
+
+
+def task_targets(
+    kind: str, raw: list[str], labels: tuple[str, ...], path: str | Path, column: str
+) -> npt.NDArray[Any]:
+    """A task's targets from its raw labels: class ids, or floats for a ``regression``.
+
+    Raises
+    ------
+    ValueError
+        From :func:`label_ids` or :func:`numeric_targets`.
+    """
+    if kind == "regression":
+        return numeric_targets(raw, path, column)
+    return label_ids(raw, labels, path)
+
+
 def input_kind(fmt: str, x: npt.NDArray[Any] | None = None) -> str:
     """Return ``"text"``, ``"image"`` or ``"vector"`` for a format (npz: by ``x``'s rank).
 
@@ -196,6 +245,12 @@ class FileTask:
     labels: tuple[str, ...] = ()
     client_column: str | None = None
     client_files: bool = False
+    kind: str = "classification"
+
+    @property
+    def target_column(self) -> str:
+        """The column (csv), key (jsonl) or array (npz) holding the labels."""
+        return self.y_key if self.format == "npz" else self.label_column
 
 
 def parse_file_task(name: str, table: Any) -> FileTask:
@@ -244,6 +299,12 @@ def parse_file_task(name: str, table: Any) -> FileTask:
             f"{where}: client-column needs a file with columns ({list(CLIENT_COLUMN_FORMATS)}), "
             f"not {fmt!r}"
         )
+    kind = _kind_option(table.get("kind", "classification"), name)
+    if kind == "regression" and (fmt not in CLIENT_COLUMN_FORMATS or "labels" in table):
+        raise DatasetOptionError(
+            f"{where}: a regression task reads numbers from a label column "
+            f"({list(CLIENT_COLUMN_FORMATS)} files) and takes no labels list"
+        )
     size = table.get("image-size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise DatasetOptionError(f"{where}: image-size must be a positive integer, got {size!r}")
@@ -259,6 +320,7 @@ def parse_file_task(name: str, table: Any) -> FileTask:
         labels=_labels_option(table.get("labels"), where),
         client_column=names["client-column"],
         client_files=client_files,
+        kind=kind,
     )
 
 
@@ -271,7 +333,8 @@ def build_files_dataset(options: Mapping[str, Any]) -> DatasetSpec:
     Raises
     ------
     DatasetOptionError
-        For a bad ``tasks`` table or ``grayscale`` value, or tasks of different input kinds.
+        For a bad ``tasks`` table or ``grayscale`` value, tasks of different input kinds,
+        or a regression task's label that is not a finite number.
     FileNotFoundError, ValueError
         From reading a file (see :func:`read_labelled_file`).
     """
@@ -296,6 +359,13 @@ def build_files_dataset(options: Mapping[str, Any]) -> DatasetSpec:
             kinds[task.name] = input_kind(task.format, x)
         except ValueError as error:
             raise DatasetOptionError(f"task {task.name!r}, {task.path}: {error}") from None
+        if task.kind == "regression":
+            tasks[task.name] = regression_task(
+                task.name,
+                _regression_targets(task, grayscale),
+                description=f"{task.format} {task.path}, regression on {task.target_column!r}",
+            )
+            continue
         labels = task.labels or sorted_labels(_read_task(task, grayscale).raw)
         tasks[task.name] = TaskSpec(
             task.name,
@@ -313,7 +383,12 @@ def build_files_dataset(options: Mapping[str, Any]) -> DatasetSpec:
     def task_data(name: str) -> BaseData:
         task = by_name[name]
         read = _read_task(task, grayscale)
-        x, y = read.x, label_ids(list(read.raw), tasks[name].labels, task.path)
+        x = read.x
+        y: npt.NDArray[Any]
+        if task.kind == "regression":
+            y = _regression_targets(task, grayscale)
+        else:
+            y = label_ids(list(read.raw), tasks[name].labels, task.path)
         if read.client_ids is not None:
             return BaseData(x=x, y=y, client_ids=read.client_ids)
         if task.client_column is None:
@@ -341,6 +416,7 @@ class _TaskRead:
     x: npt.NDArray[Any]
     raw: tuple[str, ...]
     client_ids: tuple[str, ...] | None = None  # with client-files: each row's file
+    sources: tuple[tuple[str, int], ...] = ()  # each file read and its number of rows
 
 
 @lru_cache(maxsize=8)
@@ -360,10 +436,11 @@ def _read_task(task: FileTask, grayscale: bool) -> _TaskRead:
 
     if not task.client_files:
         x, raw = read(task.path)
-        return _TaskRead(x, tuple(raw))
+        return _TaskRead(x, tuple(raw), sources=((task.path, len(raw)),))
     xs: list[npt.NDArray[Any]] = []
     raws: list[str] = []
     ids: list[str] = []
+    sources: list[tuple[str, int]] = []
     for file in client_file_paths(task.path, task.format):
         x, raw = read(file)
         if xs and x.shape[1:] != xs[0].shape[1:]:
@@ -371,7 +448,25 @@ def _read_task(task: FileTask, grayscale: bool) -> _TaskRead:
         xs.append(x)
         raws.extend(raw)
         ids.extend([file.stem] * len(raw))
-    return _TaskRead(np.concatenate(xs), tuple(raws), tuple(ids))
+        sources.append((str(file), len(raw)))
+    return _TaskRead(np.concatenate(xs), tuple(raws), tuple(ids), tuple(sources))
+
+
+def _regression_targets(task: FileTask, grayscale: bool) -> npt.NDArray[np.float64]:
+    # File by file, so an error names the file and its row, and the task.
+    read = _read_task(task, grayscale)
+    parts: list[npt.NDArray[np.float64]] = []
+    start = 0
+    for path, count in read.sources:
+        try:
+            parts.append(
+                numeric_targets(list(read.raw[start : start + count]), path, task.target_column)
+            )
+        except ValueError as error:
+            # A bad value for the task's kind: the dataset-options entry to fix.
+            raise DatasetOptionError(f"task {task.name!r}: {error}") from None
+        start += count
+    return np.concatenate(parts)
 
 
 def client_file_paths(directory: str | Path, fmt: str) -> list[Path]:
@@ -478,6 +573,17 @@ def _name(table: Mapping[str, Any], key: str, where: str) -> str | None:
     value = table.get(key)
     if value is not None and (not isinstance(value, str) or not value):
         raise DatasetOptionError(f"{where}: {key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _kind_option(value: Any, task: str) -> str:
+    where = f"dataset-options tasks.{task}.kind"
+    if not isinstance(value, str):
+        raise DatasetOptionError(f"{where} must be a string, got {value!r}")
+    try:
+        TASK_KINDS.get(value)
+    except RegistryError as error:
+        raise DatasetOptionError(f"{where}: {error}") from None
     return value
 
 

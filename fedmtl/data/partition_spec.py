@@ -48,6 +48,9 @@ class PartitionSpec:
     seed: int = 0
     dataset_options: str = "{}"  # canonical JSON, so the spec stays hashable
     max_examples_per_task: int = 0
+    input_shift: str = "none"
+    input_shift_strength: float = 0.0
+    input_shift_groups: int = 0
 
     def dataset_spec(self) -> DatasetSpec:
         """The dataset these partitions are drawn from."""

@@ -64,12 +64,16 @@ class PartitionerEntry:
         and ``num-clients`` must equal their number); the partitioner partitions
         by the ``client`` column, each id coded as its rank in
         :func:`sorted_client_ids`.
+    by_class : bool
+        The split skews the pool's class labels, so it needs classes: a pool of
+        regression targets (every distinct value a "class") is refused.
     """
 
     build: Callable[[PartitionSpec, npt.NDArray[np.int64]], Partitioner]
     key: str
     advice: str = ""
     clients_from_data: bool = False
+    by_class: bool = False
 
 
 PARTITIONERS: Registry[PartitionerEntry] = Registry("partitioner")
@@ -147,11 +151,14 @@ PARTITIONERS.add(
         "dirichlet-alpha",
         "a larger dirichlet-alpha (more even shares) or fewer num-clients lets every client "
         "get its examples",
+        by_class=True,
     ),
 )
 PARTITIONERS.add(
     "pathological",
-    PartitionerEntry(_pathological, "classes-per-client", "try fewer classes-per-client"),
+    PartitionerEntry(
+        _pathological, "classes-per-client", "try fewer classes-per-client", by_class=True
+    ),
 )
 PARTITIONERS.add("natural", PartitionerEntry(_natural, "num-clients", clients_from_data=True))
 

@@ -71,7 +71,37 @@ class TaskSpec:
         return TaskObjective.named(self.kind, TargetScale(self.target_mean, self.target_std))
 
 
-def identity_labels(y: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def regression_task(
+    name: str,
+    pool_targets: npt.NDArray[Any],
+    label_fn: LabelFn | None = None,
+    description: str = "",
+) -> TaskSpec:
+    """A regression task (one output) standardized with its clients' pool of targets.
+
+    ``pool_targets`` are the task's targets over the pool the clients share
+    (outside any pretraining source split); the scale is their mean and
+    population std (:meth:`fedmtl.task_kinds.TargetScale.of`), so every client
+    and every aggregated head work in one scale.
+
+    Raises
+    ------
+    TargetError
+        For empty or non-finite targets.
+    """
+    scale = TargetScale.of(pool_targets)
+    return TaskSpec(
+        name,
+        1,
+        label_fn or identity_labels,
+        kind="regression",
+        description=description,
+        target_mean=scale.mean,
+        target_std=scale.std,
+    )
+
+
+def identity_labels(y: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Label function of a task whose data already carries task labels."""
     return y
 
@@ -87,7 +117,7 @@ class BaseData:
     """
 
     x: npt.NDArray[Any]
-    y: npt.NDArray[np.int64]
+    y: npt.NDArray[Any]  # int64 class ids; float64 targets for a regression's task data
     client_ids: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:

@@ -19,8 +19,10 @@ from fedmtl.results.files import METRICS_FILE, PLOTS_DIR
 from fedmtl.results.reading import read_rounds
 from fedmtl.results.round_record import Phase, RoundRecord
 from fedmtl.results.series import PRIMARY_METRICS, bytes_series, discover_metrics, metric_series
+from fedmtl.results.similarity import mean_task_similarity, similarity_matrix
 
 _BYTES_PLOT = "bytes.png"
+_SIMILARITY_PLOT = "task-similarity.png"
 
 
 def _save(fig: Figure, out: Path) -> Path:
@@ -110,6 +112,33 @@ def plot_bytes(records: Sequence[RoundRecord], out: Path) -> Path:
     return _save(fig, out)
 
 
+def plot_task_similarity(records: Sequence[RoundRecord], out: Path) -> Path | None:
+    """Draw the task-by-task heatmap of the mean update cosines; return ``out``.
+
+    Cells hold the mean over rounds of the cosine of two task groups' mean
+    shared-scope updates (:func:`~fedmtl.results.similarity.mean_task_similarity`);
+    a pair never reported is left blank. Nothing is drawn (``None``) when no
+    round reports a task pair.
+    """
+    pairs = mean_task_similarity(records)
+    if not pairs:
+        return None
+    tasks, matrix = similarity_matrix(pairs)
+    size = 2.5 + 0.9 * len(tasks)
+    fig = Figure(figsize=(size + 1.2, size), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, label="cosine")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
+    ax.set_yticks(range(len(tasks)), tasks)
+    for (i, j), value in np.ndenumerate(matrix):
+        if np.isfinite(value):
+            colour = "white" if abs(value) > 0.6 else "black"  # readable on dark cells
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color=colour, fontsize="small")
+    ax.set_title("task similarity (mean update cosine)")
+    return _save(fig, out)
+
+
 def _plot_filename(metric: str, taken: set[str]) -> str:
     """Return a safe, unused ``<metric>.png`` file name."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", metric).strip("._") or "metric"
@@ -124,13 +153,14 @@ def write_run_plots(run_dir: Path) -> list[Path]:
     """Write the standard plots of a run into ``run_dir/plots``.
 
     Writes ``accuracy.png`` and ``loss.png`` (evaluate phase), ``<metric>.png``
-    for every other metric found in the evaluate phase, and ``bytes.png``.
+    for every other metric found in the evaluate phase, ``bytes.png``, and
+    ``task-similarity.png`` when two or more tasks updated the shared scope.
 
     Returns
     -------
     list of pathlib.Path
         The written files: accuracy, loss, the other metrics in alphabetical
-        order, then bytes.
+        order, bytes, then task similarity (if drawn).
 
     Raises
     ------
@@ -149,11 +179,12 @@ def write_run_plots(run_dir: Path) -> list[Path]:
     metrics = list(PRIMARY_METRICS) + [
         name for name in discover_metrics(records) if name not in PRIMARY_METRICS
     ]
-    taken = {_BYTES_PLOT}
+    taken = {_BYTES_PLOT, _SIMILARITY_PLOT}
     written: list[Path] = []
     for metric in metrics:
         name = _plot_filename(metric, taken)
         taken.add(name)
         written.append(plot_task_metric(records, metric, plots_dir / name))
     written.append(plot_bytes(records, plots_dir / _BYTES_PLOT))
-    return written
+    similarity = plot_task_similarity(records, plots_dir / _SIMILARITY_PLOT)
+    return [*written, *([similarity] if similarity else [])]

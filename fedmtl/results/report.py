@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fedmtl.results.run_directory import RunDirectory
+from fedmtl.results.similarity import task_similarity_table
 from fedmtl.results.summary import RunOutcome, describe_skips, summarize_run
 from fedmtl.results.tables import format_task_table
 
@@ -46,7 +47,11 @@ def best_round_table(best: Mapping[str, Mapping[str, float]]) -> list[str]:
 
 
 def run_report(run_dir: Path) -> str:
-    """Markdown of a run: per-task tables of round 0, the final round and the best rounds."""
+    """Markdown of a run: per-task tables of round 0, the final round and the best rounds.
+
+    With two or more tasks updating the shared scope, a task-by-task table of
+    the mean cosine of their updates follows (:mod:`fedmtl.results.similarity`).
+    """
     run = RunDirectory(run_dir)
     records = run.rounds()
     evaluated = [r for r in records if r.evaluate.tasks]
@@ -64,6 +69,9 @@ def run_report(run_dir: Path) -> str:
         "",
         *best_round_table(summary["best-round"]),
     ]
+    similarity = task_similarity_table(records)
+    if similarity:
+        lines += ["", *similarity]
     saved = run.summary()
     if "unseen" in saved:
         unseen = saved["unseen"]

@@ -9,7 +9,13 @@ The JSON form (``to_json`` / ``from_json``) is the file format::
      "evaluate": {"tasks": {...}, "clients": [...]},
      "rejected": [<ReplyIssue>, ...], "failures": [<ReplyIssue>, ...],
      "skipped": false, "skip-reason": null,
-     "strategy": {<metric>: <number>, ...}}
+     "strategy": {<metric>: <number>, ...},
+     "task-similarity": {<task_a>: {<task_b>: <cosine>, ...}, ...}}
+
+``task-similarity`` (written only in training rounds reporting a pair) holds, for
+each pair of tasks with ``task_a < task_b``, the cosine of the task groups'
+``num-examples``-weighted mean updates of the shared scope
+(:mod:`strategies.interference`); a pair whose update was zero is left out.
 
 Reading is tolerant of what older or partial records lack: a missing section
 reads as empty (``None`` for times and bytes), so plots show a gap rather than
@@ -18,6 +24,7 @@ a zero. Only ``round`` is required.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -41,6 +48,15 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 def _numbers(value: Any) -> dict[str, float]:
     """The numeric entries of a JSON object (anything else is dropped)."""
     return {str(k): v for k, v in _mapping(value).items() if _is_number(v)}
+
+
+def _pairs(value: Any) -> dict[str, dict[str, float]]:
+    """The ``{a: {b: number}}`` entries of a JSON object; empty rows are dropped."""
+    rows = {
+        str(a): {b: x for b, x in _numbers(row).items() if math.isfinite(x)}
+        for a, row in _mapping(value).items()
+    }
+    return {a: row for a, row in rows.items() if row}
 
 
 def _optional_float(value: Any) -> float | None:
@@ -125,6 +141,9 @@ class RoundRecord:
         Why it was skipped (``None`` when not, or when no reason was recorded).
     strategy : mapping of str to float
         The scalar metrics the strategy returned from its aggregation.
+    task_similarity : mapping of str to mapping of str to float
+        ``{task_a: {task_b: cosine}}`` of the task groups' mean shared-scope
+        updates (``task_a < task_b``; empty: not recorded or fewer than two tasks).
     """
 
     round: int
@@ -139,6 +158,7 @@ class RoundRecord:
     skipped: bool = False
     skip_reason: str | None = None
     strategy: Mapping[str, float] = field(default_factory=dict)
+    task_similarity: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def phase(self, name: Phase) -> PhaseRecord:
         """The ``"train"`` or ``"evaluate"`` phase."""
@@ -171,6 +191,8 @@ class RoundRecord:
                 "strategy": dict(self.strategy),
             }
         )
+        if self.task_similarity:
+            out["task-similarity"] = {a: dict(row) for a, row in self.task_similarity.items()}
         return out
 
     @classmethod
@@ -200,6 +222,7 @@ class RoundRecord:
             skipped=bool(record.get("skipped", False)),
             skip_reason=None if reason is None else str(reason),
             strategy=_numbers(record.get("strategy")),
+            task_similarity=_pairs(record.get("task-similarity")),
         )
 
 
