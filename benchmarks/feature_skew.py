@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from common import run_experiment, write_results
-from strategy_zoo import overrides_for
+from strategy_zoo import overrides_for, task_cells
 
 from fedmtl.data.shifts import client_levels
 from fedmtl.results import RunDirectory
@@ -104,12 +104,7 @@ def table(setting: str, rows: dict[str, list[dict[str, Any]]], rounds: int) -> l
         "|---|" + "---:|" * (len(tasks) + 2 + len(angles)),
     ]
     for strategy, runs in rows.items():
-        cells = []
-        for task in tasks:
-            mean = statistics.mean(r["tasks"][task]["accuracy-mean"] for r in runs)
-            worst = statistics.mean(r["tasks"][task]["accuracy-worst"] for r in runs)
-            cells.append(f"{mean:.3f} / {worst:.3f}")
-        overall = [statistics.mean(r["tasks"][t]["accuracy-mean"] for t in tasks) for r in runs]
+        cells, overall = task_cells(runs, list(tasks))
         cells.append(_mean_spread(overall))
         cells.append(_mean_spread([r["worst-client"] for r in runs]))
         for angle in angles:

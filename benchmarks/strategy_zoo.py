@@ -87,6 +87,17 @@ def run_cached(strategy: str, variant: str, seed: int, args: argparse.Namespace)
     return row
 
 
+def task_cells(runs: list[dict[str, Any]], tasks: list[str]) -> tuple[list[str], list[float]]:
+    """Per task ``mean / worst client`` cells averaged over runs, and each run's mean over tasks."""
+    cells = []
+    for task in tasks:
+        mean = statistics.mean(r["tasks"][task]["accuracy-mean"] for r in runs)
+        worst = statistics.mean(r["tasks"][task]["accuracy-worst"] for r in runs)
+        cells.append(f"{mean:.3f} / {worst:.3f}")
+    overall = [statistics.mean(r["tasks"][t]["accuracy-mean"] for t in tasks) for r in runs]
+    return cells, overall
+
+
 def table(variant: str, rows: dict[str, list[dict[str, Any]]], rounds: int) -> list[str]:
     """Markdown table of one variant: per task mean / worst client, averaged over seeds."""
     tasks = sorted(next(iter(rows.values()))[0]["tasks"])
@@ -99,12 +110,7 @@ def table(variant: str, rows: dict[str, list[dict[str, Any]]], rounds: int) -> l
         "|---|" + "---:|" * (len(tasks) + 1),
     ]
     for strategy, runs in rows.items():
-        cells = []
-        for task in tasks:
-            mean = statistics.mean(r["tasks"][task]["accuracy-mean"] for r in runs)
-            worst = statistics.mean(r["tasks"][task]["accuracy-worst"] for r in runs)
-            cells.append(f"{mean:.3f} / {worst:.3f}")
-        overall = [statistics.mean(r["tasks"][t]["accuracy-mean"] for t in tasks) for r in runs]
+        cells, overall = task_cells(runs, tasks)
         spread = f" ± {statistics.stdev(overall):.3f}" if len(overall) > 1 else ""
         lines.append(
             f"| {strategy} | {' | '.join(cells)} | {statistics.mean(overall):.3f}{spread} |"
