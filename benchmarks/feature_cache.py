@@ -23,8 +23,7 @@ from typing import Any
 
 from common import RunResult, run_experiment, write_results
 
-from fedmtl.config import load_experiment
-from fedmtl.data.federation import assign_tasks
+from fedmtl.config import load_experiment, partition_spec
 from fedmtl.results import RoundRecord
 from fedmtl.scope_table import summarize_scopes
 from fedmtl.scopes import FINETUNE_MODES
@@ -110,9 +109,7 @@ def main() -> None:
         "|---|---:|---:|",
     ]
     payload["bytes-per-round"] = {}
-    client_tasks = assign_tasks(
-        cfg.tasks, cfg.num_clients, cfg.task_assignment, dict(cfg.task_counts)
-    )
+    client_tasks = [task for tasks in partition_spec(cfg).assignment() for task in tasks]
     for mode in FINETUNE_MODES:
         summary = summarize_scopes(dataclasses.replace(cfg, finetune=mode))
         per_round = sum(summary.sent_bytes[task] for task in client_tasks)

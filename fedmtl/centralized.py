@@ -2,8 +2,9 @@
 
 The upper reference of a federated comparison (what sharing the data itself would
 give). One model, the run's initial model, trains every non-frozen entry on the
-union of the clients' training splits: each example trains the head of its own
-client's task, batches hold one task each and are shuffled across tasks, for
+union of the clients' training splits: each task's examples (those of every
+client holding it: a several-task client's examples count once per task it
+holds) train that task's head, batches hold one task each and are shuffled across tasks, for
 ``num-rounds x local-epochs`` epochs (each example is seen as often as in the
 federation) with the run's optimizer and batch size. Pooled data takes many more
 consecutive steps than a client's round does, and the run's learning rate can
@@ -11,8 +12,8 @@ diverge there (SGD 0.05 with momentum 0.9 kills the digits backbone within one
 epoch), so the reference tries the run's learning rate, 1/5 and 1/25 of it and
 keeps the one with the lowest training loss in the last epoch: chosen on
 training data only, never on test data. Every client then evaluates this one
-model on its own test split, so the per-task statistics are computed exactly as
-a federated run's are.
+model on its own test split of each task it holds, so the per-task statistics are
+computed exactly as a federated run's are.
 
 No Flower, no Ray: plain torch on the clients' data.
 """
@@ -20,13 +21,14 @@ No Flower, no Ray: plain torch on the clients' data.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from fedmtl.config import ExperimentConfig, partition_spec
-from fedmtl.data import build_federation
+from fedmtl.data import ClientData, build_federation
 from fedmtl.metrics import summarize_by_task
 from fedmtl.models import MultiTaskModel
 from fedmtl.run_model import fresh_model, run_scopes
@@ -41,6 +43,25 @@ from fedmtl.training import (
 
 # The run's learning rate, 1/5 and 1/25 of it (the one with the lowest training loss is kept).
 LEARNING_RATE_FACTORS = (1.0, 0.2, 0.04)
+
+
+def pool_training_data(
+    parts: Sequence[ClientData], tasks: Sequence[str]
+) -> dict[str, tuple[Any, np.ndarray]]:
+    """Each task's training inputs and targets over every client part of that task.
+
+    ``parts`` are all clients' parts (a several-task client gives one per task);
+    a task no part trains on is left out.
+    """
+    pooled: dict[str, tuple[Any, np.ndarray]] = {}
+    for task in tasks:
+        mine = [part for part in parts if part.task == task and len(part.y_train)]
+        if mine:
+            pooled[task] = (
+                np.concatenate([part.x_train for part in mine]),
+                np.concatenate([part.y_train for part in mine]),
+            )
+    return pooled
 
 
 def _task_batches(
@@ -104,20 +125,13 @@ def train_centralized(cfg: ExperimentConfig) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``clients``: one row per client (``client-id``, ``task``, ``accuracy``,
-        ``loss``, ``num-examples``) on its own test split; ``tasks``: their
+        ``clients``: one row per client and task it holds (``client-id``, ``task``,
+        ``accuracy``, ``loss``, ``num-examples``) on its own test split; ``tasks``: their
         per-task summary (:func:`fedmtl.metrics.summarize_by_task`); ``epochs``;
         ``learning-rate`` (the one kept) and ``train-loss`` per learning rate tried.
     """
-    clients = build_federation(partition_spec(cfg))
-    pooled: dict[str, tuple[Any, np.ndarray]] = {}
-    for task in cfg.tasks:
-        mine = [c for c in clients if c.task == task and len(c.y_train)]
-        if mine:
-            pooled[task] = (
-                np.concatenate([c.x_train for c in mine]),
-                np.concatenate([c.y_train for c in mine]),
-            )
+    clients = [part for parts in build_federation(partition_spec(cfg)) for part in parts]
+    pooled = pool_training_data(clients, cfg.tasks)
     device = pick_device(cfg.device)
     tried: dict[float, float] = {}
     best: tuple[float, MultiTaskModel, float] | None = None

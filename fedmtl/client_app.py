@@ -24,8 +24,8 @@ from flwr.clientapp.typing import Mod
 from fedmtl.assembly import experiment_from_run_config, resolved
 from fedmtl.client_state import ClientStateStore
 from fedmtl.config import ConfigError, ExperimentConfig, partition_spec
-from fedmtl.data import ClientData, client_data
-from fedmtl.data.device import device_data
+from fedmtl.data import ClientData, client_tasks
+from fedmtl.data.device import device_tasks
 from fedmtl.features import FeatureCache, backbone_fingerprint, extract_features, feature_key
 from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays
@@ -44,6 +44,7 @@ from fedmtl.records import (
 from fedmtl.routines import LOCAL_STATE, ClientKeys, LocalWork, routine_for
 from fedmtl.run_model import fresh_model, initial_model, run_scopes
 from fedmtl.scopes import keys_in, task_relevant
+from fedmtl.task_weighting import TaskWeighting, WeightingOptions, make_weighting
 from fedmtl.training import TrainSettings, client_seed, pick_device
 
 T = TypeVar("T")
@@ -51,10 +52,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ClientSetup:
-    """What a client derives from the config once: its data and its model's keys by scope."""
+    """What a client derives from the config once: its tasks' data and its model's keys by scope."""
 
-    data: ClientData
+    tasks: tuple[ClientData, ...]
     keys: ClientKeys
+
+    @property
+    def client_id(self) -> int:
+        """The client's id."""
+        return self.tasks[0].client_id
 
     @property
     def frozen_backbone(self) -> bool:
@@ -64,19 +70,19 @@ class ClientSetup:
 
 @lru_cache(maxsize=64)
 def client_setup(cfg: ExperimentConfig, client_id: int, labels: str = HONEST) -> ClientSetup:
-    """Data, task and scoped keys of one simulated client (cached per Ray worker)."""
-    return _setup_from(cfg, client_data(partition_spec(cfg), client_id), labels)
+    """Data, tasks and scoped keys of one simulated client (cached per Ray worker)."""
+    return _setup_from(cfg, client_tasks(partition_spec(cfg), client_id), labels)
 
 
 @lru_cache(maxsize=4)
 def device_setup(
     cfg: ExperimentConfig, node_config: tuple[tuple[str, Any], ...], node_id: int
 ) -> ClientSetup:
-    """Data, task and scoped keys of a deployed client, from its node config (cached)."""
+    """Data, tasks and scoped keys of a deployed client, from its node config (cached)."""
     spec = partition_spec(cfg)
     node = dict(node_config)
-    data = device_data(node, spec.dataset_spec(), cfg.tasks, cfg.seed, cfg.test_fraction, node_id)
-    return _setup_from(cfg, data, str(node.get(TRAIN_LABELS, HONEST)))
+    tasks = device_tasks(node, spec.dataset_spec(), cfg.tasks, cfg.seed, cfg.test_fraction, node_id)
+    return _setup_from(cfg, tasks, str(node.get(TRAIN_LABELS, HONEST)))
 
 
 def setup_for(context: Context, cfg: ExperimentConfig) -> ClientSetup:
@@ -92,19 +98,20 @@ def setup_for(context: Context, cfg: ExperimentConfig) -> ClientSetup:
     return device_setup(cfg, tuple(sorted(node.items())), context.node_id)
 
 
-def _setup_from(cfg: ExperimentConfig, data: ClientData, labels: str) -> ClientSetup:
+def _setup_from(cfg: ExperimentConfig, tasks: tuple[ClientData, ...], labels: str) -> ClientSetup:
     model = initial_model(cfg)
     scopes = run_scopes(cfg)
-    mine = {k: s for k, s in scopes.items() if task_relevant(k, data.task)}
+    mine = {k: s for k, s in scopes.items() if any(task_relevant(k, d.task) for d in tasks)}
     parameters = {name for name, _ in model.named_parameters()}
-    num_classes = partition_spec(cfg).dataset_spec().tasks[data.task].num_outputs
+    dataset = partition_spec(cfg).dataset_spec()
     keys = ClientKeys(
         shared=tuple(keys_in(scopes, "shared")),
         task=tuple(keys_in(mine, "task")),
         local=tuple(keys_in(mine, "local")),
         trainable=frozenset(k for k, s in mine.items() if s != "frozen" and k in parameters),
     )
-    return ClientSetup(data=relabel(data, labels, num_classes), keys=keys)
+    relabelled = tuple(relabel(d, labels, dataset.tasks[d.task].num_outputs) for d in tasks)
+    return ClientSetup(tasks=relabelled, keys=keys)
 
 
 @lru_cache(maxsize=4)
@@ -124,16 +131,16 @@ def feature_cache_dir(cfg: ExperimentConfig) -> str:
 
 
 def client_features(
-    cfg: ExperimentConfig, setup: ClientSetup, split: str, model: MultiTaskModel
+    cfg: ExperimentConfig, setup: ClientSetup, data: ClientData, split: str, model: MultiTaskModel
 ) -> torch.Tensor | None:
-    """Backbone features of the client's ``split`` when its backbone is frozen, else None.
+    """Backbone features of a task's ``split`` when the client's backbone is frozen, else None.
 
     ``model``'s backbone computes them on a cache miss; it equals the initial
     backbone because nothing in a frozen backbone ever changes.
     """
     if not setup.frozen_backbone:
         return None
-    inputs = setup.data.x_train if split == "train" else setup.data.x_test
+    inputs = data.x_train if split == "train" else data.x_test
     cache = feature_cache(cfg.feature_cache, feature_cache_dir(cfg))
     device = pick_device(cfg.device)
     return cache.get(
@@ -167,7 +174,22 @@ def state_store(cfg: ExperimentConfig, context: Context | None = None) -> Client
 
 
 def _info(setup: ClientSetup) -> ClientInfo:
-    return ClientInfo(client_id=setup.data.client_id, task=setup.data.task)
+    return ClientInfo.holding(setup.client_id, [d.task for d in setup.tasks])
+
+
+#: State group of the client's task weighting (e.g. uncertainty weighting's log-variances).
+WEIGHTING_STATE = "fedmtl-task-weighting"
+
+
+def task_weighting(
+    cfg: ExperimentConfig, setup: ClientSetup, state: dict[str, NDArrays], seed: int
+) -> TaskWeighting:
+    """The client's task weighting (``task-weighting``), resumed from its saved state."""
+    options = WeightingOptions(weights=dict(cfg.task_weights), temperature=cfg.dwa_temperature)
+    weighting = make_weighting(cfg.task_weighting, [d.task for d in setup.tasks], options, seed)
+    if WEIGHTING_STATE in state:
+        weighting.load_state(state[WEIGHTING_STATE])
+    return weighting
 
 
 def _given(value: T | None, default: T) -> T:
@@ -199,17 +221,20 @@ def local_work(
     received = from_record(msg.content.array_records[ARRAYS])
     if TASK_ARRAYS in msg.content.array_records:
         received.update(from_record(msg.content.array_records[TASK_ARRAYS]))
+    settings = _settings(instruction, cfg, setup.client_id)
+    dataset = partition_spec(cfg).dataset_spec()
     return LocalWork(
         instruction=instruction,
-        data=setup.data,
+        tasks=setup.tasks,
         keys=setup.keys,
-        settings=_settings(instruction, cfg, setup.data.client_id),
+        settings=settings,
         state=state,
         received=received,
         device=pick_device(cfg.device),
         new_model=functools.partial(fresh_model, cfg),
         features=functools.partial(client_features, cfg, setup),
-        objective=partition_spec(cfg).dataset_spec().tasks[setup.data.task].objective,
+        objectives={d.task: dataset.tasks[d.task].objective for d in setup.tasks},
+        weighting=task_weighting(cfg, setup, state, settings.seed),
     )
 
 
@@ -223,13 +248,18 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
     setup = setup_for(context, cfg)
     instruction = Instruction.from_content(msg.content)
     store = state_store(cfg, context)
-    client, server_round = setup.data.client_id, instruction.server_round
+    client, server_round = setup.client_id, instruction.server_round
     # The state this client had after the last round before this one.
     state = store.load(context, client, server_round - 1)
     work = local_work(msg, cfg, setup, instruction, state)
     trained = routine_for(instruction, cfg.strategy).train(work)
     model, keys = trained.model.cpu(), setup.keys
-    state = {**state, LOCAL_STATE: export_arrays(model, keys.local), **trained.state}
+    weights = work.weighting.state() if work.weighting else {}
+    kept = {
+        LOCAL_STATE: export_arrays(model, keys.local),
+        **({WEIGHTING_STATE: weights} if weights else {}),
+    }
+    state = {**state, **kept, **trained.state}
     store.save(context, client, server_round, state, instruction.checkpoint_round)
     content = reply_content(
         _info(setup),
@@ -249,14 +279,14 @@ def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Me
     """
     setup = setup_for(context, cfg)
     instruction = Instruction.from_content(msg.content)
-    state = state_store(cfg, context).load(context, setup.data.client_id, instruction.server_round)
+    state = state_store(cfg, context).load(context, setup.client_id, instruction.server_round)
     work = local_work(msg, cfg, setup, instruction, state)
     metrics = routine_for(instruction, cfg.strategy).evaluate(work)
     return Message(content=reply_content(_info(setup), metrics), reply_to=msg)
 
 
 def handle_query(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
-    """Tell the server which client this is and which task it holds."""
+    """Tell the server which client this is and which tasks it holds."""
     setup = setup_for(context, cfg)
     return Message(content=RecordDict({CLIENT: _info(setup).to_record()}), reply_to=msg)
 

@@ -15,6 +15,9 @@ LOWER_IS_BETTER = frozenset({"loss", "train-loss", "mae", "rmse"})
 #: Primary metric of each task kind (its first metric), in the order tables look for them.
 PRIMARY_METRICS = {"classification": "accuracy", "regression": "mae"}
 NOT_METRICS = frozenset({"num-examples", "client-id", "node-id", "task"})
+#: A ``/`` marks a reply's packed key (``<task>/<name>``, ``grad-cosine/<a>/<b>``), never a
+#: per-task row's own metric: summaries leave such keys out.
+_PACKED = "/"
 
 
 def lower_is_better(name: str) -> bool:
@@ -47,15 +50,29 @@ def _std(values: list[float], mean: float) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) if values else 0.0
 
 
+def count_clients(rows: Iterable[Mapping[str, Any]]) -> int:
+    """The distinct clients of these rows (a client holding several tasks has a row per task).
+
+    Rows are counted by ``client-id``; a row without one counts as a client of its own.
+    """
+    seen: set[object] = set()
+    for index, row in enumerate(rows):
+        seen.add(("id", row["client-id"]) if "client-id" in row else ("row", index))
+    return len(seen)
+
+
 def summarize_by_task(clients: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     """Aggregate per-client metric rows into per-task statistics.
 
-    Each row has ``task``, ``num-examples`` and numeric metrics. For each task and
-    metric ``m`` this gives ``m-mean`` (unweighted over clients: every client
-    counts once), ``m-std`` (population), ``m-worst`` (min, or max for losses
-    and errors: :func:`lower_is_better`), ``m-p10`` (the value that 10% of
-    clients do worse than: the 10th percentile, or the 90th for losses and
-    errors), plus ``num-clients`` and ``num-examples``.
+    Each row has ``task``, ``num-examples`` and numeric metrics; a client holding
+    several tasks has one row per task, each with that task's own numbers. For
+    each task and metric ``m`` this gives ``m-mean`` (unweighted over clients:
+    every client counts once), ``m-std`` (population), ``m-worst`` (min, or max
+    for losses and errors: :func:`lower_is_better`), ``m-p10`` (the value that
+    10% of clients do worse than: the 10th percentile, or the 90th for losses
+    and errors), plus ``num-clients`` (the clients holding the task:
+    :func:`count_clients`) and ``num-examples``. Packed reply keys (with a
+    ``/``, such as ``grad-cosine/a/b``) are not task metrics and are left out.
     """
     groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in clients:
@@ -64,10 +81,10 @@ def summarize_by_task(clients: Iterable[Mapping[str, Any]]) -> dict[str, dict[st
     for task in sorted(groups):
         rows = groups[task]
         stats: dict[str, float] = {
-            "num-clients": len(rows),
+            "num-clients": count_clients(rows),
             "num-examples": sum(int(r.get("num-examples", 0)) for r in rows),
         }
-        names = sorted({k for r in rows for k in r if k not in NOT_METRICS})
+        names = sorted({k for r in rows for k in r if k not in NOT_METRICS and _PACKED not in k})
         for name in names:
             values = [float(r[name]) for r in rows if isinstance(r.get(name), int | float)]
             if not values:
@@ -91,7 +108,8 @@ class ClientRow:
     client_id : int
         The client's id (partition id in simulation, the device's id deployed).
     task : str
-        The task the client holds.
+        The task of this row: a client holding several tasks has one row per task
+        in a phase (:attr:`key` tells them apart).
     metrics : mapping of str to float
         ``num-examples``, ``loss`` and the task's metrics, as the client reported them.
     """
@@ -99,6 +117,11 @@ class ClientRow:
     client_id: int
     task: str
     metrics: Mapping[str, float]
+
+    @property
+    def key(self) -> tuple[int, str]:
+        """``(client_id, task)``: what identifies a row within a phase."""
+        return (self.client_id, self.task)
 
     def to_json(self) -> dict[str, Any]:
         """The row as written to ``metrics.jsonl``: ``client-id``, ``task``, then the metrics."""
@@ -155,3 +178,11 @@ class ReplyIssue:
 def summarize_rows(rows: Iterable[ClientRow]) -> dict[str, dict[str, float]]:
     """:func:`summarize_by_task` over typed rows."""
     return summarize_by_task(row.to_json() for row in rows)
+
+
+def tasks_by_client(rows: Iterable[ClientRow]) -> dict[int, tuple[str, ...]]:
+    """Each client's tasks among these rows (sorted), clients in id order."""
+    held: dict[int, set[str]] = defaultdict(set)
+    for row in rows:
+        held[row.client_id].add(row.task)
+    return {client: tuple(sorted(held[client])) for client in sorted(held)}

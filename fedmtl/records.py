@@ -3,15 +3,18 @@
 Server to client (train and evaluate)::
 
     "arrays"       ArrayRecord   shared scope (the only record stock strategies see)
-    "task-arrays"  ArrayRecord   task scope of the receiving client's task (if any)
+    "task-arrays"  ArrayRecord   task scope of the receiving client's tasks (if any)
     "config"       ConfigRecord  server-round, local-epochs, learning-rate, ... (Instruction)
 
 Client to server::
 
     "arrays"       ArrayRecord   shared scope after local training (train only)
-    "task-arrays"  ArrayRecord   task scope after local training (train only, if any)
-    "metrics"      MetricRecord  num-examples, loss, the task's metrics
-    "client"       ConfigRecord  task name and client id (MetricRecord holds numbers only)
+    "task-arrays"  ArrayRecord   task scope of each task held, after local training (train only)
+    "metrics"      MetricRecord  num-examples, loss, the task's metrics; a client holding
+                                 several tasks adds "<task>/<name>" per task (pack_task_metrics)
+                                 and, in train replies, "grad-cosine/<a>/<b>"
+    "client"       ConfigRecord  client id, task, and "tasks" when it holds several
+                                 (MetricRecord holds numbers only)
 
 Local-scope weights never appear in any message. This module imports no torch.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -85,23 +88,138 @@ def record_nbytes(record: ArrayRecord | None) -> int:
 
 @dataclass(frozen=True)
 class ClientInfo:
-    """Who replied: the client's id (partition id or node id) and its task."""
+    """Who replied: the client's id (partition id or node id) and the tasks it holds.
+
+    ``task`` is its first (for most clients its only) task; a client holding
+    several tasks lists the others in ``extra_tasks`` (:attr:`tasks` has all).
+    """
 
     client_id: int
     task: str
+    extra_tasks: tuple[str, ...] = ()
+
+    @classmethod
+    def holding(cls, client_id: int, tasks: Sequence[str]) -> ClientInfo:
+        """The identity of a client holding ``tasks`` (at least one, in order, distinct)."""
+        if not tasks or len(set(tasks)) != len(tasks):
+            raise ValueError(f"a client holds one or more distinct tasks, got {list(tasks)}")
+        return cls(client_id=client_id, task=tasks[0], extra_tasks=tuple(tasks[1:]))
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Every task the client holds, the first one first."""
+        return (self.task, *self.extra_tasks)
 
     def to_record(self) -> ConfigRecord:
-        """Encode for the ``"client"`` entry of a reply."""
-        return ConfigRecord({"client-id": self.client_id, "task": self.task})
+        """Encode for the ``"client"`` entry of a reply (``"tasks"`` only for several)."""
+        record = ConfigRecord({"client-id": self.client_id, "task": self.task})
+        if self.extra_tasks:
+            record["tasks"] = list(self.tasks)
+        return record
 
     @classmethod
     def from_content(cls, content: RecordDict) -> ClientInfo:
-        """Read the ``"client"`` entry of a reply (raises ``KeyError`` if absent)."""
+        """Read the ``"client"`` entry of a reply (raises ``KeyError`` if absent).
+
+        Raises ``ValueError`` when ``"tasks"`` is not a list of distinct names
+        starting with ``"task"``.
+        """
         record = content.config_records[CLIENT]
-        return cls(
-            client_id=config_value(record, "client-id", int),
-            task=config_value(record, "task", str),
-        )
+        client_id = config_value(record, "client-id", int)
+        task = config_value(record, "task", str)
+        if "tasks" not in record:
+            return cls(client_id=client_id, task=task)
+        tasks = record["tasks"]
+        if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+            raise ValueError("'client' entry 'tasks' must be a list of task names")
+        if not tasks or tasks[0] != task:
+            raise ValueError(f"'client' entry 'tasks' {tasks} must start with task '{task}'")
+        return cls.holding(client_id, [str(t) for t in tasks])
+
+
+# Metrics of a client holding several tasks: "<task>/<name>" for each task's own
+# numbers, beside the totals "num-examples" (summed) and "loss" (example-weighted).
+TASK_METRIC_SEPARATOR = "/"
+#: Train metrics: "grad-cosine/<a>/<b>", the mean cosine between tasks a and b's gradients.
+GRADIENT_COSINE = "grad-cosine"
+
+
+def task_metric(task: str, name: str) -> str:
+    """The metric key of ``task``'s own ``name`` in a several-task client's reply."""
+    return f"{task}{TASK_METRIC_SEPARATOR}{name}"
+
+
+def cosine_metric(first: str, second: str) -> str:
+    """The train-metric key of the gradient cosine between two tasks (order-free)."""
+    a, b = sorted((first, second))
+    return TASK_METRIC_SEPARATOR.join((GRADIENT_COSINE, a, b))
+
+
+def pack_task_metrics(by_task: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """One reply's metrics from each task's: as they are for one task, else namespaced.
+
+    With several tasks: ``num-examples`` (their sum), ``loss`` (their
+    example-weighted mean) and every task's numbers as ``"<task>/<name>"``.
+    """
+    if len(by_task) == 1:
+        return dict(next(iter(by_task.values())))
+    counts = {t: float(m.get(NUM_EXAMPLES, 0.0)) for t, m in by_task.items()}
+    total = sum(counts.values())
+    packed: dict[str, float] = {NUM_EXAMPLES: total}
+    if all("loss" in m for m in by_task.values()):
+        weighted = sum(float(m["loss"]) * counts[t] for t, m in by_task.items())
+        packed["loss"] = weighted / total if total > 0 else 0.0
+    for task, metrics in by_task.items():
+        packed.update({task_metric(task, k): float(v) for k, v in metrics.items()})
+    return packed
+
+
+def unpack_task_metrics(
+    metrics: Mapping[str, float], tasks: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Each task's own metrics of a reply (the inverse of :func:`pack_task_metrics`).
+
+    A one-task reply's metrics all belong to its task (gradient cosines left
+    out); a several-task reply's ``"<task>/<name>"`` keys are split by task.
+    """
+    if len(tasks) == 1:
+        return {tasks[0]: {k: v for k, v in metrics.items() if TASK_METRIC_SEPARATOR not in k}}
+    out: dict[str, dict[str, float]] = {task: {} for task in tasks}
+    for key, value in metrics.items():
+        task, sep, name = key.partition(TASK_METRIC_SEPARATOR)
+        if sep and task in out:
+            out[task][name] = value
+    return out
+
+
+def prefixed_metrics(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
+    """``metrics`` renamed ``<prefix><name>`` (``<task>/<prefix><name>`` per task), counts left out.
+
+    How a second view of the same client is reported beside the first (the
+    global view's ``global-accuracy``).
+    """
+    out = {}
+    for key, value in metrics.items():
+        task, sep, name = key.rpartition(TASK_METRIC_SEPARATOR)
+        if name != NUM_EXAMPLES and not task.startswith(GRADIENT_COSINE):
+            out[f"{task}{sep}{prefix}{name}"] = value
+    return out
+
+
+def gradient_cosines(metrics: Mapping[str, float]) -> dict[tuple[str, str], float]:
+    """The ``grad-cosine/<a>/<b>`` train metrics of a reply, keyed ``(a, b)``."""
+    out = {}
+    for key, value in metrics.items():
+        parts = key.split(TASK_METRIC_SEPARATOR)
+        if len(parts) == 3 and parts[0] == GRADIENT_COSINE:
+            out[(parts[1], parts[2])] = value
+    return out
+
+
+def task_examples(content: RecordDict, task: str) -> float:
+    """``task``'s own ``num-examples`` in a reply (a one-task reply's total)."""
+    metrics = metric_values(content)
+    return metrics.get(task_metric(task, NUM_EXAMPLES), reply_examples(content))
 
 
 def reply_content(

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from fedmtl.config import ConfigError, ExperimentConfig, partition_spec, scope_rules
 from fedmtl.data import ClientData, build_federation
-from fedmtl.data.checks import DatasetContractError, check_client_data, check_dataset_spec
+from fedmtl.data.checks import DatasetContractError, check_client_tasks, check_dataset_spec
 from fedmtl.data.partitioners import PartitionError
 from fedmtl.models import (
     BackboneOptionError,
@@ -112,20 +112,20 @@ def check_run_inputs(cfg: ExperimentConfig) -> None:
 
 
 def _check_data(cfg: ExperimentConfig) -> tuple[ClientData, ...]:
-    """Every client's data, split and checked against the dataset's contract."""
+    """Every client's data, split and checked against the dataset's contract (all parts)."""
     spec = partition_spec(cfg)
     # With options the data is the user's own (files, directories): that is the key to fix.
     data_key = "dataset-options" if cfg.dataset_options else "dataset"
     try:
         dataset = spec.dataset_spec()
         check_dataset_spec(dataset)
-        clients = build_federation(spec)
-        for client in clients:
-            check_client_data(client, dataset)
+        federation = build_federation(spec)
+        for parts in federation:
+            check_client_tasks(parts, dataset)
     except PartitionError as exc:
         raise ConfigError(exc.key, str(exc)) from None
     except DatasetContractError as exc:
         raise ConfigError(data_key, str(exc)) from None
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError("dataset-options", str(exc)) from None
-    return clients
+    return tuple(part for parts in federation for part in parts)

@@ -142,6 +142,8 @@ class RoundRecorder:
             skip_reason=log.skip_reason,
             strategy=dict(log.strategy_metrics),
             task_similarity=log.task_similarity,
+            client_task_similarity=log.client_task_similarity,
+            client_task_similarity_clients=log.client_task_similarity_clients,
         )
 
     def _print(self, record: RoundRecord) -> None:
@@ -196,6 +198,7 @@ def run_server(
             sampling_seed=cfg.seed,
             max_update_ratio=cfg.max_update_ratio,
             task_aggregation=cfg.task_aggregation,
+            tasks=tuple(cfg.tasks),
         ),
     )
     train_config = Instruction(

@@ -73,12 +73,13 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+def batch_order(n: int, batch_size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+    """Index batches over ``n`` examples: a seeded permutation (no generator: in order)."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     return list(torch.split(order, batch_size))
 
 
-def _logits(
+def batch_logits(
     model: MultiTaskModel,
     task: str,
     x: npt.NDArray[Any],
@@ -194,7 +195,7 @@ def train_local(
     generator = torch.Generator().manual_seed(settings.seed)
 
     def loss(batch: torch.Tensor) -> tuple[torch.Tensor, int]:
-        logits = _logits(model, task, x, features, batch, device)
+        logits = batch_logits(model, task, x, features, batch, device)
         return objective.kind.loss(logits, ys[batch], "mean"), len(batch)
 
     def proximal() -> torch.Tensor:
@@ -207,7 +208,7 @@ def train_local(
         # batch norm cannot train on a single example
         batches = [
             batch
-            for batch in _batches(len(ys), settings.batch_size, generator)
+            for batch in batch_order(len(ys), settings.batch_size, generator)
             if len(batch) >= 2 or len(ys) < 2
         ]
         for value, size in gradient_steps(optimizer, batches, loss, penalty):
@@ -240,9 +241,9 @@ def evaluate(
     model.eval()
     ys = objective.targets(y)
     loss_sum, outputs = 0.0, []
-    for batch in _batches(len(y), batch_size, None):
+    for batch in batch_order(len(y), batch_size, None):
         targets = ys[batch].to(device)
-        logits = _logits(model, task, x, features, batch, device)
+        logits = batch_logits(model, task, x, features, batch, device)
         loss_sum += float(objective.kind.loss(logits, targets, "sum"))
         outputs.append(logits.cpu())
     n = max(len(y), 1)

@@ -12,8 +12,24 @@ A pair is **not reported** when either mean update is zero (nothing to compare
 a direction with) or the cosine is not finite; a round with fewer than two
 task groups reports nothing. The computation never raises on such updates.
 
-:class:`~strategies.scoped.ScopedStrategy` calls :func:`reply_task_similarity`
-after screening, into :attr:`strategies.round_log.RoundLog.task_similarity`.
+A client holding several tasks belongs to the group of **each** of its tasks,
+weighted there by that task's own ``num-examples``
+(:func:`fedmtl.records.task_examples`): its one shared update is what it
+contributed to each task. Such clients pull their tasks' cosines towards 1;
+the client-side numbers below separate the tasks on one client.
+
+**Client-side** similarity: a client holding several tasks reports, per pair
+of its tasks, the mean cosine between the two tasks' gradients on its shared
+parameters over the round (``grad-cosine/<a>/<b>`` train metrics,
+:func:`fedmtl.records.gradient_cosines`). :func:`client_task_similarity`
+averages each pair over the valid replies reporting it (every client counts
+once) and counts those clients.
+
+:class:`~strategies.scoped.ScopedStrategy` calls :func:`record_similarity`
+after screening: the server-side cosines go to
+:attr:`strategies.round_log.RoundLog.task_similarity`, the client-side ones to
+``client_task_similarity`` and ``client_task_similarity_clients``, all in the
+same ``{task_a: {task_b: value}}`` shape (``task_a < task_b``, no diagonal).
 """
 
 from __future__ import annotations
@@ -21,17 +37,33 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from fedmtl.records import ARRAYS, NDArrays, from_record, reply_examples
+from fedmtl.records import (
+    ARRAYS,
+    NDArrays,
+    from_record,
+    gradient_cosines,
+    metric_values,
+    task_examples,
+)
+from strategies.round_log import RoundLog
 from strategies.screening import ValidReply
 
-__all__ = ["nested_pairs", "reply_task_similarity", "task_update_cosines"]
+__all__ = [
+    "client_task_similarity",
+    "nested_pairs",
+    "record_similarity",
+    "reply_task_similarity",
+    "task_update_cosines",
+]
 
 #: One reply: its shared arrays and its weight (``num-examples``).
 WeightedArrays = tuple[NDArrays, float]
+Number = TypeVar("Number", int, float)
 
 
 def _float_keys(sent: NDArrays) -> list[str]:
@@ -101,9 +133,9 @@ def task_update_cosines(
     return out
 
 
-def nested_pairs(pairs: Mapping[tuple[str, str], float]) -> dict[str, dict[str, float]]:
+def nested_pairs(pairs: Mapping[tuple[str, str], Number]) -> dict[str, dict[str, Number]]:
     """``{(a, b): x}`` as ``{a: {b: x}}`` (the JSON form of ``metrics.jsonl``)."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Number]] = {}
     for (a, b), value in sorted(pairs.items()):
         out.setdefault(a, {})[b] = value
     return out
@@ -115,7 +147,8 @@ def reply_task_similarity(
     """:func:`task_update_cosines` of a round's valid train replies, nested by task.
 
     ``sent`` is the shared arrays sent this round (``None``: unknown, nothing is
-    reported); replies are grouped by their client's task.
+    reported); a reply joins the group of every task its client holds, weighted
+    by that task's ``num-examples`` (a one-task reply: its ``num-examples``).
     """
     if sent is None:
         return {}
@@ -123,7 +156,35 @@ def reply_task_similarity(
     for reply, info in valid:
         record = reply.content.array_records.get(ARRAYS)
         if record is not None:
-            groups[info.task].append((from_record(record), reply_examples(reply.content)))
+            arrays = from_record(record)
+            for task in info.tasks:
+                groups[task].append((arrays, task_examples(reply.content, task)))
     if len(groups) < 2:
         return {}
     return nested_pairs(task_update_cosines(sent, groups))
+
+
+def client_task_similarity(
+    valid: Sequence[ValidReply],
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, int]]]:
+    """Each task pair's mean client-side gradient cosine, and how many clients reported it.
+
+    Returns ``({a: {b: mean}}, {a: {b: clients}})`` with ``a < b``, over the
+    valid train replies' ``grad-cosine/<a>/<b>`` metrics (screened replies hold
+    finite cosines in [-1, 1]); pairs no client reported are left out.
+    """
+    sums: dict[tuple[str, str], float] = defaultdict(float)
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for reply, _ in valid:
+        for pair, cosine in gradient_cosines(metric_values(reply.content)).items():
+            key = (min(pair), max(pair))
+            sums[key] += cosine
+            counts[key] += 1
+    means = {pair: min(1.0, max(-1.0, total / counts[pair])) for pair, total in sums.items()}
+    return nested_pairs(means), nested_pairs(dict(counts))
+
+
+def record_similarity(log: RoundLog, valid: Sequence[ValidReply], sent: NDArrays | None) -> None:
+    """Write a round's server-side and client-side task similarities into ``log``."""
+    log.task_similarity = reply_task_similarity(valid, sent)
+    log.client_task_similarity, log.client_task_similarity_clients = client_task_similarity(valid)

@@ -3,8 +3,8 @@
 Flower's node ids are random per connection; the client id a node reports
 (asked once with a QUERY message) is stable across runs and restarts. So:
 
-* :class:`NodeDirectory` remembers each node's client and task, and lists nodes
-  in client-id order (held-out clients left out);
+* :class:`NodeDirectory` remembers each node's client and the tasks it holds,
+  and lists nodes in client-id order (held-out clients left out);
 * :class:`NodeWait` ends the wait for the inner strategy's
   ``min_available_nodes`` after a deadline (Flower's sampling waits forever);
 * :func:`sample_key` makes a round's sample a function of (seed, phase, round);
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -34,17 +34,27 @@ class NotEnoughNodesError(RuntimeError):
 
 
 class NodeDirectory:
-    """Each node's client id and task, asked once per node.
+    """Each node's client id and tasks, asked once per node.
 
     Parameters
     ----------
     query_timeout : float
         Seconds to wait when asking new nodes which client and task they hold.
+
+    Attributes
+    ----------
+    tasks : dict of int to str
+        Node id to the first (for most clients the only) task it holds.
+    held : dict of int to tuple of str
+        Node id to every task it holds, the first one first.
+    clients : dict of int to int
+        Node id to the client id it reported.
     """
 
     def __init__(self, query_timeout: float = 120.0) -> None:
         self.query_timeout = query_timeout
         self.tasks: dict[int, str] = {}
+        self.held: dict[int, tuple[str, ...]] = {}
         self.clients: dict[int, int] = {}
 
     def client_of(self, node_id: int) -> int | None:
@@ -52,17 +62,32 @@ class NodeDirectory:
         return self.clients.get(node_id)
 
     def task_of(self, node_id: int) -> str | None:
-        """The task ``node_id`` holds, if it said."""
+        """The (first) task ``node_id`` holds, if it said."""
         return self.tasks.get(node_id)
+
+    def tasks_of(self, node_id: int) -> tuple[str, ...]:
+        """Every task ``node_id`` holds, the first one first (``()`` if it never said)."""
+        return self.held.get(node_id, ())
 
     def learn(self, node_id: int, info: ClientInfo) -> None:
         """Remember who ``node_id`` is (from a query or a valid reply)."""
         self.tasks[node_id] = info.task
+        self.held[node_id] = info.tasks
         self.clients[node_id] = info.client_id
 
     def forget(self) -> None:
         """Drop every node (a restarted federation: node ids are per connection)."""
-        self.tasks, self.clients = {}, {}
+        self.tasks, self.held, self.clients = {}, {}, {}
+
+    def state(self) -> dict[str, Any]:
+        """What :meth:`restore` needs (plain dicts, ready to pickle)."""
+        return {"node-tasks": self.tasks, "node-held": self.held, "node-clients": self.clients}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Load a :meth:`state`; one saved before ``node-held`` existed holds one task a node."""
+        self.tasks, self.clients = dict(state["node-tasks"]), dict(state["node-clients"])
+        held = state.get("node-held")
+        self.held = {n: (t,) for n, t in self.tasks.items()} if held is None else dict(held)
 
     def discover(self, node_ids: Iterable[int], grid: Grid) -> None:
         """Ask the nodes not heard from yet which client and task they hold."""

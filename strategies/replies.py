@@ -1,10 +1,15 @@
 """Pure checks of client replies: why a reply must not be aggregated, or ``None``.
 
 Every function here depends on its inputs only. A reply is checked for its
-identity (``"client"``), a plausible ``num-examples``, finite metrics and, for
-a train reply, arrays with exactly the keys, shapes and dtypes that were sent,
-finite, and not absurdly far from what was sent (:class:`Expected` says what
-was sent). :mod:`strategies.screening` applies the checks to a round's replies.
+identity (``"client"``: tasks of the run only), a plausible ``num-examples``
+(and, for a client holding several tasks, each task's own), finite metrics and,
+for a train reply, arrays with exactly the keys, shapes and dtypes that were
+sent, finite, and not absurdly far from what was sent (:class:`Expected` says
+what was sent). A client holding several tasks must reply with the merged
+task-scope arrays of every task it holds that has a task scope
+(:func:`strategies.task_groups.merged_task_arrays`), and its gradient cosines
+(``grad-cosine/<a>/<b>``) must be in [-1, 1] and name two different tasks it holds.
+:mod:`strategies.screening` applies the checks to a round's replies.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from fedmtl.records import (
     TASK_ARRAYS,
     ClientInfo,
     NDArrays,
+    gradient_cosines,
     metric_values,
+    task_metric,
 )
+from strategies.task_groups import merged_task_arrays, scoped_tasks
 
 ArraySpec = dict[str, tuple[tuple[int, ...], str]]
 
@@ -96,6 +104,8 @@ class Expected:
         Each task's task-scope arrays as sent; a task not listed has no task scope.
     max_update_ratio : float
         How far (times the norm of what was sent, at least 1) an update may move.
+    run_tasks : frozenset of str
+        Every task of the run; a reply naming another is rejected (empty: not checked).
     """
 
     max_examples: int = 10_000_000
@@ -103,6 +113,7 @@ class Expected:
     sent: NDArrays | None = None
     tasks: Mapping[str, NDArrays] = field(default_factory=dict)
     max_update_ratio: float = float("inf")
+    run_tasks: frozenset[str] = frozenset()
 
 
 def check_reply(
@@ -116,26 +127,61 @@ def check_reply(
         info = ClientInfo.from_content(content)
     except (KeyError, TypeError, ValueError):
         return None, "no 'client' record with task and client-id"
-    metrics = content.metric_records.get(METRICS)
-    if metrics is None or NUM_EXAMPLES not in metrics:
-        return info, f"no '{NUM_EXAMPLES}' in '{METRICS}'"
-    n = metrics[NUM_EXAMPLES]
-    if isinstance(n, list) or not np.isfinite(n) or not 0 < n <= expected.max_examples:
-        return info, f"absurd '{NUM_EXAMPLES}' = {n}"
-    if any(not np.isfinite(v) for v in metric_values(content).values()):
-        return info, "non-finite metric values"
-    if not train:
-        return info, None
+    reason = _identity_problem(info, expected) or _metrics_problem(content, info, expected)
+    if reason is not None or not train:
+        return info, reason
     ratio = expected.max_update_ratio
     reason = check_arrays(content.get(ARRAYS), expected.shared, ARRAYS, expected.sent, ratio)
-    if reason is None and info.task in expected.tasks:
-        task_arrays = expected.tasks[info.task]
+    scoped = scoped_tasks(info.tasks, expected.tasks)
+    if reason is None and scoped:
+        try:
+            task_arrays = merged_task_arrays(expected.tasks, scoped)
+        except ValueError as exc:
+            return info, str(exc)
         reason = check_arrays(
             content.get(TASK_ARRAYS), spec_of(task_arrays), TASK_ARRAYS, task_arrays, ratio
         )
     elif reason is None and TASK_ARRAYS in content:
-        reason = f"'{TASK_ARRAYS}' sent but task '{info.task}' has no task scope"
+        held = (
+            f"task '{info.task}' has" if len(info.tasks) == 1 else f"tasks {list(info.tasks)} have"
+        )
+        reason = f"'{TASK_ARRAYS}' sent but {held} no task scope"
     return info, reason
+
+
+def _identity_problem(info: ClientInfo, expected: Expected) -> str | None:
+    """Why the tasks a reply names are not the run's (``None``: they are, or not checked)."""
+    if not expected.run_tasks:
+        return None
+    unknown = [task for task in info.tasks if task not in expected.run_tasks]
+    if unknown:
+        return f"unknown tasks {unknown} (the run's tasks: {sorted(expected.run_tasks)})"
+    return None
+
+
+def _metrics_problem(content: RecordDict, info: ClientInfo, expected: Expected) -> str | None:
+    """Why the reply's metrics are unusable: counts absent or absurd, values not finite."""
+    metrics = content.metric_records.get(METRICS)
+    if metrics is None or NUM_EXAMPLES not in metrics:
+        return f"no '{NUM_EXAMPLES}' in '{METRICS}'"
+    n = metrics[NUM_EXAMPLES]
+    if isinstance(n, list) or not np.isfinite(n) or not 0 < n <= expected.max_examples:
+        return f"absurd '{NUM_EXAMPLES}' = {n}"
+    values = metric_values(content)
+    if any(not np.isfinite(v) for v in values.values()):
+        return "non-finite metric values"
+    if len(info.tasks) == 1:
+        return None
+    for task in info.tasks:
+        key = task_metric(task, NUM_EXAMPLES)
+        if key not in values:
+            return f"no '{key}' in '{METRICS}' (the client holds {list(info.tasks)})"
+        if not 0 < values[key] <= expected.max_examples:
+            return f"absurd '{key}' = {values[key]}"
+    for (a, b), cosine in gradient_cosines(values).items():
+        if a == b or not {a, b} <= set(info.tasks) or not -1.0 <= cosine <= 1.0:
+            return f"absurd gradient cosine of tasks '{a}' and '{b}' = {cosine}"
+    return None
 
 
 def strip_reply(reply: Message, train: bool) -> Message:

@@ -36,6 +36,14 @@ class RoundLog:
         mean shared-scope updates among the valid train replies
         (:func:`strategies.interference.reply_task_similarity`); empty with
         fewer than two task groups.
+    client_task_similarity : dict of str to dict of str to float
+        ``{task_a: {task_b: cosine}}`` (``task_a < task_b``): the mean over the
+        valid train replies of clients holding both tasks of the cosine between
+        the two tasks' gradients on their shared parameters
+        (:func:`strategies.interference.client_task_similarity`); empty when no
+        client holds two tasks.
+    client_task_similarity_clients : dict of str to dict of str to int
+        How many clients each pair of ``client_task_similarity`` averages.
     """
 
     bytes_down: int = 0
@@ -48,6 +56,8 @@ class RoundLog:
     skip_reason: str | None = None
     strategy_metrics: dict[str, float] = field(default_factory=dict)
     task_similarity: dict[str, dict[str, float]] = field(default_factory=dict)
+    client_task_similarity: dict[str, dict[str, float]] = field(default_factory=dict)
+    client_task_similarity_clients: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def skip(self, reason: str) -> None:
         """Mark the round as skipped (the previous weights are kept) with ``reason``."""

@@ -8,7 +8,9 @@ sees exactly what a stock strategy expects: replies holding one ArrayRecord
 * the **task** scope (``"task-arrays"``) is aggregated per task group with a
   :mod:`strategies.task_rules` rule (by default the inner strategy's own rule:
   the median for FedMedian, Krum for Krum, ..., else the ``num-examples``-weighted
-  mean) and each client receives only its own task's copy;
+  mean) and each client receives only the copies of its own tasks (a client
+  holding several tasks gets them all merged, and its reply is split back by
+  task: :mod:`strategies.task_groups`);
 * every reply is **validated before aggregation** (:mod:`strategies.replies`);
   a bad reply is logged and counted, never averaged in;
 * what the inner strategy returns, and each task average, is **validated
@@ -45,7 +47,6 @@ from fedmtl.records import (
     NDArrays,
     from_record,
     record_nbytes,
-    reply_examples,
     to_record,
 )
 from strategies.aggregate_checks import (
@@ -54,7 +55,7 @@ from strategies.aggregate_checks import (
     checked_task_average,
     finite_scalars,
 )
-from strategies.interference import reply_task_similarity
+from strategies.interference import record_similarity
 from strategies.nodes import (
     ClientOrderedGrid,
     NodeDirectory,
@@ -66,6 +67,7 @@ from strategies.replies import Expected, check_arrays, spec_of, strip_reply
 from strategies.round_log import RoundLog
 from strategies.screening import ValidReply, screen_replies
 from strategies.state import load_strategy_state, strategy_state
+from strategies.task_groups import node_task_arrays, task_groups
 from strategies.task_rules import MeanRule, TaskRule, task_rule, task_rule_names
 
 # ClientOrderedGrid, NotEnoughNodesError, check_arrays and spec_of are re-exported:
@@ -116,6 +118,8 @@ class ScopedOptions:
     task_aggregation : str
         The rule aggregating each task group's task arrays
         (:func:`strategies.task_rules.task_rule`): ``"auto"`` follows the inner strategy.
+    tasks : tuple of str
+        The run's tasks: a reply naming another task is rejected (empty: not checked).
     """
 
     query_timeout: float = 120.0
@@ -128,10 +132,12 @@ class ScopedOptions:
     sampling_seed: int | None = None
     max_update_ratio: float = 1000.0
     task_aggregation: str = "auto"
+    tasks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Freeze the client sets; refuse values that would switch a check off (NaN too)."""
         object.__setattr__(self, "excluded_clients", frozenset(self.excluded_clients))
+        object.__setattr__(self, "tasks", tuple(self.tasks))
         if self.evaluate_panel is not None:
             object.__setattr__(self, "evaluate_panel", frozenset(self.evaluate_panel))
         limits = {
@@ -154,6 +160,14 @@ class ScopedOptions:
         """Whether clients are evaluated after ``server_round`` (0 is the initial model)."""
         return server_round % self.evaluate_every == 0 or server_round == self.final_round
 
+    def expected(self) -> Expected:
+        """What any valid reply holds before a round adds what it sent: limits, tasks."""
+        return Expected(
+            self.max_examples,
+            max_update_ratio=self.max_update_ratio,
+            run_tasks=frozenset(self.tasks),
+        )
+
 
 class ScopedStrategy(Strategy):
     """Hand the shared scope to ``inner``; aggregate the task scope per task.
@@ -174,7 +188,7 @@ class ScopedStrategy(Strategy):
     rounds : dict of int to RoundLog
         What happened in each round (round 0: the initial evaluation).
     nodes : NodeDirectory
-        Each node's client id and task.
+        Each node's client id and tasks.
     round_offset : int
         Added to every round number Flower passes in (set when resuming), so
         round ``1`` of a run resumed after round ``R`` is ``R + 1``.
@@ -204,7 +218,7 @@ class ScopedStrategy(Strategy):
         self.round_offset = 0
         self._wait = NodeWait(options.node_wait_timeout)
         # What valid replies hold; expect_shared adds the shared arrays sent each round.
-        self._expected = Expected(options.max_examples, max_update_ratio=options.max_update_ratio)
+        self._expected = options.expected()
         self._outbox: list[Message] = []  # the last messages sent, to name failed nodes
 
     def summary(self) -> None:
@@ -292,9 +306,10 @@ class ScopedStrategy(Strategy):
         self.nodes.discover([m.metadata.dst_node_id for m in messages], grid)
         out = []
         for message in messages:
-            task = self.nodes.task_of(message.metadata.dst_node_id)
-            if task in self.task_arrays:
-                message = with_task_arrays(message, self.task_arrays[task])
+            node = message.metadata.dst_node_id
+            own = node_task_arrays(self.nodes.tasks_of(node), self.task_arrays)
+            if own is not None:
+                message = with_task_arrays(message, own)
             log.bytes_down += sum(record_nbytes(r) for r in message.content.array_records.values())
             out.append(message)
         self._outbox = out  # the Grid writes each message's id into it when sending
@@ -307,7 +322,7 @@ class ScopedStrategy(Strategy):
         expected = replace(self._expected, tasks=self.task_arrays)
         return screen_replies(
             replies,
-            expected if train else Expected(self.options.max_examples),  # metrics only
+            expected if train else self.options.expected(),  # identity and metrics only
             train=train,
             log=log,
             nodes=self.nodes,
@@ -330,7 +345,7 @@ class ScopedStrategy(Strategy):
         valid = self._screen(server_round, replies, train=True, log=log)
         if not valid:
             return self._skip(server_round, "no valid training reply")
-        log.task_similarity = reply_task_similarity(valid, self._expected.sent)
+        record_similarity(log, valid, self._expected.sent)
         name = type(self.inner).__name__
         try:
             arrays, metrics = self.inner.aggregate_train(
@@ -382,8 +397,7 @@ class ScopedStrategy(Strategy):
             {
                 "inner": strategy_state(self.inner),
                 "task-arrays": self.task_arrays,
-                "node-tasks": self.nodes.tasks,
-                "node-clients": self.nodes.clients,
+                **self.nodes.state(),
                 "shared-spec": self._expected.shared,
                 "rounds": dict(self.rounds),
             }
@@ -400,7 +414,7 @@ class ScopedStrategy(Strategy):
         self.task_arrays = state["task-arrays"]
         self.nodes.forget()
         if same_nodes:
-            self.nodes.tasks, self.nodes.clients = state["node-tasks"], state["node-clients"]
+            self.nodes.restore(state)
         self._expected = replace(self._expected, shared=state["shared-spec"])
         self.rounds = defaultdict(RoundLog, state["rounds"])
 
@@ -436,24 +450,19 @@ def with_task_arrays(message: Message, task_arrays: NDArrays) -> Message:
 def task_averages(
     valid: list[ValidReply], sent: Mapping[str, NDArrays], rule: TaskRule | None = None
 ) -> dict[str, NDArrays]:
-    """Per task of ``sent``, ``rule`` over its replies' task arrays and ``num-examples``.
+    """Per task of ``sent``, ``rule`` over the task arrays of exactly the clients holding it.
 
+    A reply's task arrays are split by task (the keys of ``sent[task]``) and
+    weighted by that task's own ``num-examples`` (:func:`strategies.task_groups.task_groups`).
     ``rule`` defaults to the weighted mean. Each aggregate is checked against
     what was sent (:func:`checked_task_average`); tasks without replies are left out.
     """
     chosen: TaskRule = rule or MeanRule()
-    groups: dict[str, list[tuple[NDArrays, float]]] = defaultdict(list)
-    for reply, info in valid:
-        if info.task in sent:
-            weight = reply_examples(reply.content)
-            groups[info.task].append(
-                (from_record(reply.content.array_records[TASK_ARRAYS]), weight)
-            )
     return {
         task: checked_task_average(
             chosen([u for u, _ in pairs], [w for _, w in pairs], task), sent[task], task
         )
-        for task, pairs in groups.items()
+        for task, pairs in task_groups(valid, sent).items()
     }
 
 

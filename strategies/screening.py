@@ -5,6 +5,11 @@ failures, replies that fail :func:`strategies.replies.check_reply` become
 rejections; both are logged and listed in client-id order. The valid replies
 come back in client-id order too, so float sums do not depend on the order in
 which replies arrived.
+
+Each valid reply adds one :class:`~fedmtl.metrics.ClientRow` per task its
+client holds: a one-task client's row holds its metrics as they are, a client
+holding several tasks gets one row per task with that task's own numbers
+(:func:`fedmtl.records.unpack_task_metrics`; its gradient cosines are no row).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from flwr.app import Message
 
 from fedmtl.metrics import ClientRow, ReplyIssue
-from fedmtl.records import ClientInfo, metric_values, record_nbytes
+from fedmtl.records import ClientInfo, metric_values, record_nbytes, unpack_task_metrics
 from strategies.nodes import NodeDirectory
 from strategies.replies import Expected, check_reply
 from strategies.round_log import RoundLog
@@ -79,5 +84,14 @@ def screen_replies(
     log.rejected[first_rejected:] = sorted(log.rejected[first_rejected:], key=ReplyIssue.sort_key)
     log.failures[first_failure:] = sorted(log.failures[first_failure:], key=ReplyIssue.sort_key)
     rows = log.train if train else log.evaluate
-    rows.extend(ClientRow(info.client_id, info.task, metric_values(r.content)) for r, info in valid)
+    rows.extend(row for r, info in valid for row in client_rows(r, info))
     return valid
+
+
+def client_rows(reply: Message, info: ClientInfo) -> list[ClientRow]:
+    """The rows of one valid reply: one per task its client holds (see the module docstring)."""
+    metrics = metric_values(reply.content)
+    if len(info.tasks) == 1:
+        return [ClientRow(info.client_id, info.task, metrics)]
+    by_task = unpack_task_metrics(metrics, info.tasks)
+    return [ClientRow(info.client_id, task, by_task[task]) for task in info.tasks]

@@ -338,7 +338,7 @@ FLOAT_KEYS = sorted(
 
 def test_every_float_key_is_covered_by_the_finite_checks() -> None:
     # A float field added later lands in FLOAT_KEYS and is tested below automatically.
-    assert len(FLOAT_KEYS) == 17  # 16 + input-shift-strength
+    assert len(FLOAT_KEYS) == 18  # 16 + input-shift-strength + dwa-temperature
     assert {"learning-rate", "max-update-ratio", "dirichlet-alpha"} <= set(FLOAT_KEYS)
 
 

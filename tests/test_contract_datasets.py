@@ -19,8 +19,9 @@ import pytest
 
 from fedmtl.data import get_dataset_spec
 from fedmtl.data.checks import check_client_data, check_dataset_spec, check_examples
-from fedmtl.data.federation import PartitionSpec, build_federation
+from fedmtl.data.federation import PartitionSpec
 from fedmtl.data.registry import DATASETS, DatasetSpec
+from tests.federation_helpers import one_task_federation
 from tests.tiny_text_files import fortunes_dir, wordnet_dir
 
 
@@ -96,7 +97,7 @@ def test_dataset_feeds_a_federation_whose_clients_pass_the_run_checks(
     )
 
     # Execute
-    clients = build_federation.__wrapped__(partition)  # type: ignore[attr-defined]
+    clients = one_task_federation(partition, cached=False)
 
     # Assert
     assert [c.task for c in clients] == list(tasks)

@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from fedmtl.data import get_dataset_spec
-from fedmtl.data.federation import PartitionSpec, build_federation
+from fedmtl.data.federation import PartitionSpec
 from fedmtl.data.files import read_labelled_file, sorted_labels
 from fedmtl.data.registry import DatasetOptionError, DatasetSpec
+from tests.federation_helpers import one_task_federation
 
 
 def _csv(path: Path, rows: list[tuple[str, str]], header: str = "text,label") -> Path:
@@ -220,7 +221,7 @@ def test_files_federation_keeps_each_task_to_its_file(tmp_path: Path) -> None:
         dataset_options=json.dumps(options, sort_keys=True),
     )
 
-    clients = build_federation(spec)
+    clients = one_task_federation(spec)
 
     for client in clients:
         texts = client.x_train.tolist() + client.x_test.tolist()

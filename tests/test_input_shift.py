@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from fedmtl.config import ConfigError, build_config, partition_spec
-from fedmtl.data import build_federation
 from fedmtl.data.partition_spec import PartitionSpec
 from fedmtl.data.shifts import (
     INPUT_SHIFTS,
@@ -20,6 +19,7 @@ from fedmtl.data.shifts import (
     rotate,
     shift_inputs,
 )
+from tests.federation_helpers import one_task_federation
 
 RANGE01 = (0.0, 1.0)
 
@@ -131,9 +131,9 @@ def _spec(**changes: object) -> PartitionSpec:
 
 
 def test_rotate_shifts_each_client_by_its_group_level_train_and_test() -> None:
-    plain = build_federation(_spec())
+    plain = one_task_federation(_spec())
     spec = _spec(input_shift="rotate", input_shift_strength=180.0, input_shift_groups=2)
-    shifted = build_federation(spec)
+    shifted = one_task_federation(spec)
     levels = client_levels(6, 2, seed=0)
     for before, after, level in zip(plain, shifted, levels, strict=True):
         np.testing.assert_array_equal(after.y_train, before.y_train)  # labels untouched
@@ -147,9 +147,9 @@ def test_rotate_shifts_each_client_by_its_group_level_train_and_test() -> None:
 
 
 def test_invert_shifts_clients_in_the_inverted_group_only() -> None:
-    plain = build_federation(_spec())
+    plain = one_task_federation(_spec())
     spec = _spec(input_shift="invert", input_shift_strength=0.5, input_shift_groups=2)
-    shifted = build_federation(spec)
+    shifted = one_task_federation(spec)
     levels = client_levels(6, 2, seed=0)
     for before, after, level in zip(plain, shifted, levels, strict=True):
         expected = 1.0 - before.x_train if level == 1.0 else before.x_train  # digits in [0, 1]
@@ -158,8 +158,8 @@ def test_invert_shifts_clients_in_the_inverted_group_only() -> None:
 
 def test_noise_is_per_client_reproducible_and_keyed_by_the_spec() -> None:
     spec = _spec(input_shift="noise", input_shift_strength=0.2)
-    first, again = build_federation(spec), build_federation(replace(spec))
-    plain = build_federation(_spec())
+    first, again = one_task_federation(spec), one_task_federation(replace(spec))
+    plain = one_task_federation(_spec())
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a.x_train, b.x_train)
     levels = client_levels(6, 0, seed=0)
@@ -167,7 +167,7 @@ def test_noise_is_per_client_reproducible_and_keyed_by_the_spec() -> None:
         diff = (after.x_train - before.x_train).ravel()
         assert diff.std() == pytest.approx(0.2 * level, abs=0.02)
     # another seed gives other levels or other noise; the default spec is a distinct cache key
-    other = build_federation(_spec(input_shift="noise", input_shift_strength=0.2, seed=1))
+    other = one_task_federation(_spec(input_shift="noise", input_shift_strength=0.2, seed=1))
     assert not np.array_equal(other[0].x_train[:5], first[0].x_train[:5])
     assert _spec() != spec and hash(spec) == hash(replace(spec))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,12 @@ import numpy as np
 import pytest
 
 from fedmtl.config import ConfigError, build_config, partition_spec
-from fedmtl.data import build_federation
 from fedmtl.data.federation import ClientData, PartitionSpec
 from fedmtl.data.partition_spec import min_split_examples, num_test_examples
 from fedmtl.data.partitioners import PartitionError, partition_indices, sorted_client_ids
 from fedmtl.data.registry import DatasetOptionError
 from fedmtl.run_model import check_run_inputs
+from tests.federation_helpers import one_task_federation
 
 WRITERS = 30
 
@@ -81,7 +82,7 @@ def test_a_csv_of_30_writers_gives_30_clients_each_with_exactly_its_rows(tmp_pat
     texts = _writers_csv(tmp_path / "notes.csv")
 
     # Execute
-    clients = build_federation(_spec(tmp_path / "notes.csv"))
+    clients = one_task_federation(_spec(tmp_path / "notes.csv"))
 
     # Assert: client i holds writer sorted_client_ids[i]'s rows, train + test, nothing else
     assert len(clients) == WRITERS
@@ -107,7 +108,7 @@ def test_integer_ids_number_clients_by_value(tmp_path: Path) -> None:
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
     options = {"tasks": {"n": {"path": str(path), "client-column": "user"}}}
 
-    clients = build_federation(_spec(path, num_clients=3, options=options))
+    clients = one_task_federation(_spec(path, num_clients=3, options=options))
 
     assert [{t.split()[0] for t in _texts(c)} for c in clients] == [{"u2"}, {"u9"}, {"u10"}]
 
@@ -118,7 +119,7 @@ def test_npz_client_array(tmp_path: Path) -> None:
     np.savez(path, x=x, y=np.arange(12) % 3, site=np.repeat(["s1", "s0", "s2"], 4))
     options = {"tasks": {"v": {"path": str(path), "client-column": "site"}}}
 
-    clients = build_federation(_spec(path, num_clients=3, options=options))
+    clients = one_task_federation(_spec(path, num_clients=3, options=options))
 
     for client, rows in zip(clients, ([4, 5, 6, 7], [0, 1, 2, 3], [8, 9, 10, 11]), strict=True):
         got = np.concatenate([client.x_train, client.x_test])[:, 0] // 2
@@ -127,7 +128,7 @@ def test_npz_client_array(tmp_path: Path) -> None:
 
 def test_the_train_test_split_stays_seeded(tmp_path: Path) -> None:
     _writers_csv(tmp_path / "notes.csv")
-    build = build_federation.__wrapped__  # type: ignore[attr-defined]
+    build = partial(one_task_federation, cached=False)
 
     first = build(_spec(tmp_path / "notes.csv", seed=1))
     again = build(_spec(tmp_path / "notes.csv", seed=1))
@@ -150,7 +151,7 @@ def test_two_tasks_number_their_clients_task_by_task(tmp_path: Path) -> None:
         }
     }
 
-    clients = build_federation(
+    clients = one_task_federation(
         _spec(
             a,
             num_clients=5,
@@ -169,7 +170,7 @@ def test_a_natural_config_builds_and_passes_the_run_checks(tmp_path: Path) -> No
     _writers_csv(tmp_path / "notes.csv")
     cfg = build_config(_config(tmp_path / "notes.csv"))
 
-    clients = build_federation(partition_spec(cfg))
+    clients = one_task_federation(partition_spec(cfg))
     check_run_inputs(cfg)
 
     assert len(clients) == cfg.num_clients == WRITERS
@@ -244,16 +245,16 @@ def test_several_tasks_need_their_counts(tmp_path: Path) -> None:
     }
 
     with pytest.raises(PartitionError, match=r"task-counts = \{a = 3, b = 2\}") as caught:
-        build_federation(_spec(a, num_clients=5, options=options))  # round-robin
+        one_task_federation(_spec(a, num_clients=5, options=options))  # round-robin
     assert caught.value.key == "task-assignment"
 
     with pytest.raises(PartitionError, match="a: 3, b: 2") as caught:
-        build_federation(_spec(a, num_clients=6, options=options))
+        one_task_federation(_spec(a, num_clients=6, options=options))
     assert caught.value.key == "num-clients"
 
     counts = (("a", 2), ("b", 3))
     with pytest.raises(PartitionError) as caught:
-        build_federation(
+        one_task_federation(
             _spec(a, num_clients=5, options=options, task_assignment="counts", task_counts=counts)
         )
     assert caught.value.key == "task-counts"
@@ -314,7 +315,7 @@ def test_a_directory_of_client_files_gives_one_client_per_file(tmp_path: Path) -
     root = _client_dir(tmp_path / "writers", {"10": 4, "2": 3, "7": 5})
     options = {"tasks": {"notes": {"path": str(root), "client-files": True}}}
 
-    clients = build_federation(_spec(root, num_clients=3, options=options))
+    clients = one_task_federation(_spec(root, num_clients=3, options=options))
 
     owners = [{t.split()[0] for t in _texts(c)} for c in clients]
     assert owners == [{"2"}, {"7"}, {"10"}]

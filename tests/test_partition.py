@@ -41,9 +41,12 @@ def _spec(partitioner: str, seed: int = 0, **extra: object) -> PartitionSpec:
 
 
 def _build_uncached(spec: PartitionSpec) -> tuple[ClientData, ...]:
+    """The federation of one-task clients, one ClientData each (the lru_cache bypassed)."""
     with warnings.catch_warnings():  # pathological: "Classes ... will NOT be used"
         warnings.simplefilter("ignore", UserWarning)
-        return build_federation.__wrapped__(spec)  # type: ignore[attr-defined]
+        federation = build_federation.__wrapped__(spec)
+    assert all(len(parts) == 1 for parts in federation)
+    return tuple(part for (part,) in federation)
 
 
 class BaseIndex:
@@ -223,15 +226,15 @@ def test_test_fraction_sets_test_share() -> None:
 
 
 def test_assign_tasks_round_robin() -> None:
-    assert assign_tasks(("a", "b", "c"), 7, "round-robin", {}) == [
-        "a",
-        "b",
-        "c",
-        "a",
-        "b",
-        "c",
-        "a",
-    ]
+    assert assign_tasks(("a", "b", "c"), 7, "round-robin", {}) == (
+        ("a",),
+        ("b",),
+        ("c",),
+        ("a",),
+        ("b",),
+        ("c",),
+        ("a",),
+    )
 
 
 def test_assign_tasks_counts_gives_consecutive_blocks_in_task_order() -> None:
@@ -239,18 +242,18 @@ def test_assign_tasks_counts_gives_consecutive_blocks_in_task_order() -> None:
     tasks = assign_tasks(("a", "b", "c"), 6, "counts", {"c": 1, "a": 3, "b": 2})
 
     # Assert
-    assert tasks == ["a", "a", "a", "b", "b", "c"]
-    assert Counter(tasks) == {"a": 3, "b": 2, "c": 1}
+    assert tasks == (("a",), ("a",), ("a",), ("b",), ("b",), ("c",))
+    assert Counter(t for (t,) in tasks) == {"a": 3, "b": 2, "c": 1}
 
 
 def test_assign_tasks_counts_must_add_up() -> None:
-    with pytest.raises(ValueError, match="add up to 5, expected 6"):
+    with pytest.raises(ValueError, match="add up to 5 but num-clients is 6"):
         assign_tasks(("a", "b"), 6, "counts", {"a": 3, "b": 2})
 
 
 def test_assign_tasks_unknown_mode() -> None:
-    with pytest.raises(ValueError, match="unknown task assignment"):
-        assign_tasks(("a",), 2, "random", {})
+    with pytest.raises(ValueError, match="'shuffle' is not one of"):
+        assign_tasks(("a",), 2, "shuffle", {})
 
 
 def test_federation_with_task_counts() -> None:

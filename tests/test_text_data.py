@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fedmtl.data import get_dataset_spec
-from fedmtl.data.federation import ClientData, PartitionSpec, build_federation
+from fedmtl.data.federation import ClientData, PartitionSpec
 from fedmtl.data.fortunes import (
     DEFAULT_CATEGORIES,
     DEFAULT_FORTUNES_DIR,
@@ -27,6 +27,7 @@ from fedmtl.data.wordnet import (
     read_supersenses,
     supersense_names,
 )
+from tests.federation_helpers import one_task_federation
 from tests.tiny_text_files import (
     FORTUNES,
     HEADER,
@@ -305,7 +306,7 @@ def _federation_spec(seed: int = 0) -> PartitionSpec:
 
 @pytest.fixture(scope="module")
 def federation() -> tuple[ClientData, ...]:
-    return build_federation(_federation_spec())
+    return one_task_federation(_federation_spec())
 
 
 @real_files
@@ -333,7 +334,7 @@ def test_federation_draws_each_client_from_its_own_task_pool(
 
 @real_files
 def test_same_spec_gives_identical_text_federation(federation: tuple[ClientData, ...]) -> None:
-    again = build_federation.__wrapped__(_federation_spec())
+    again = one_task_federation(_federation_spec(), cached=False)
 
     for a, b in zip(federation, again, strict=True):
         assert a.task == b.task

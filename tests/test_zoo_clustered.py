@@ -78,6 +78,11 @@ def test_groups_get_their_own_weighted_mean_by_hand(server_identity: None) -> No
     np.testing.assert_allclose(sent[5], [-0.0125, 0.0125], atol=1e-6)  # never trained
     np.testing.assert_allclose(from_record(arrays)["backbone.w"], [-0.0125, 0.0125], atol=1e-6)  # type: ignore[arg-type]
     assert metrics is not None and metrics["num-clusters"] == 2
+    # membership: clients 1, 2 in group 0 and 3, 4 in group 1, in the round's log too
+    membership = {f"cluster-of/{c}": g for c, g in ((1, 0), (2, 0), (3, 1), (4, 1))}
+    assert {k: v for k, v in metrics.items() if k.startswith("cluster-of/")} == membership
+    logged = strategy.rounds[1].strategy_metrics
+    assert {k: v for k, v in logged.items() if k.startswith("cluster-of/")} == membership
 
 
 def test_updates_are_measured_from_what_each_node_received(server_identity: None) -> None:

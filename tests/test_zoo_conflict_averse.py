@@ -9,6 +9,7 @@ from flwr.app import ConfigRecord
 from fedmtl.records import from_record, to_record
 from strategies import ScopedStrategy, build_strategy
 from strategies.registry import Sampling, StrategyOptionError
+from strategies.testing.fakes import multitask_train_reply
 from strategies.zoo.conflict_averse import cagrad_direction
 from tests.factories import FakeGrid, train_reply
 
@@ -70,3 +71,26 @@ def test_strategy_applies_cagrad_to_per_task_mean_updates(server_identity: None)
 def test_negative_alpha_is_refused() -> None:
     with pytest.raises(StrategyOptionError, match="alpha"):
         build_strategy("conflict-averse", {"alpha": -1.0})
+
+
+def test_a_client_holding_two_tasks_is_in_both_task_means(server_identity: None) -> None:
+    # Prepare: global (0, 0), alpha 0 (the result is the mean of the task means).
+    # Client 1 holds a and b, 4 examples -> weight 2 in each, update (2, 0);
+    # client 2 (a, 2 examples) (0, 2); client 3 (b, 6 examples) (-2, 0).
+    # mean a = (2 (2, 0) + 2 (0, 2)) / 4 = (1, 1); mean b = (2 (2, 0) + 6 (-2, 0)) / 8 = (-1, 0)
+    # -> ((1, 1) + (-1, 0)) / 2 = (0, 0.5); FedAvg would give (-1/3, 1/3).
+    inner = build_strategy("conflict-averse", {"alpha": 0.0}, Sampling(min_available_nodes=1))
+    strategy = ScopedStrategy(inner, task_arrays={})
+    grid = FakeGrid({1: ("a", "b"), 2: "a", 3: "b"})
+    start = to_record(_arrays([0.0, 0.0]))
+    list(strategy.configure_train(1, start, ConfigRecord({}), grid))  # type: ignore[arg-type]
+    replies = [
+        multitask_train_reply(1, {"a": 2, "b": 2}, _arrays([2.0, 0.0])),
+        train_reply(2, "a", 2, _arrays([0.0, 2.0])),
+        train_reply(3, "b", 6, _arrays([-2.0, 0.0])),
+    ]
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+    # Assert
+    assert arrays is not None
+    np.testing.assert_allclose(from_record(arrays)["backbone.w"], [0.0, 0.5], atol=1e-6)

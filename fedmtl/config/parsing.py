@@ -23,18 +23,21 @@ from fedmtl.config.schema import (
     known_keys,
     suggest,
 )
+from fedmtl.data.assignment import TASK_ASSIGNMENTS
 from fedmtl.data.partitioners import PARTITIONERS
 from fedmtl.data.shifts import SHIFT_CHOICES
 from fedmtl.poisoning import ATTACKS
 from fedmtl.scopes import FINETUNE_MODES
+from fedmtl.task_weighting import TASK_WEIGHTINGS
 from fedmtl.training import OPTIMIZERS
 
 # Allowed values of string-valued keys. A registry is read at validation time
 # (iterating it gives its names), so plug-in registrations count.
 CHOICES: dict[str, Collection[str]] = {
-    "task-assignment": ("round-robin", "counts"),
+    "task-assignment": TASK_ASSIGNMENTS,
     "partitioner": PARTITIONERS,
     "optimizer": OPTIMIZERS,
+    "task-weighting": TASK_WEIGHTINGS,
     "device": ("auto", "cpu", "cuda"),
     "scope-default": SCOPES,
     "finetune": FINETUNE_MODES,
@@ -51,6 +54,7 @@ CHOICES: dict[str, Collection[str]] = {
 RANGES: dict[str, tuple[float, float | None, bool]] = {
     "seed": (0, None, True),
     "num-clients": (1, None, True),
+    "tasks-per-client": (1, None, True),
     "dirichlet-alpha": (0.0, None, False),
     "classes-per-client": (1, None, True),
     "test-fraction": (0.0, 0.9, False),
@@ -66,6 +70,7 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "learning-rate": (0.0, None, False),
     "momentum": (0.0, 1.0, True),
     "weight-decay": (0.0, None, True),
+    "dwa-temperature": (0.0, None, False),
     "num-rounds": (1, None, True),
     "fraction-train": (0.0, 1.0, False),
     "fraction-evaluate": (0.0, 1.0, True),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fedmtl.config.schema import ConfigError, ExperimentConfig, suggest
 from fedmtl.data import get_dataset_spec
+from fedmtl.data.assignment import AssignmentError, assign_tasks, parse_client_tasks
 from fedmtl.data.registry import DatasetOptionError
 from fedmtl.data.shifts import INPUT_SHIFTS
 from fedmtl.models import BackboneOptionError, check_backbone
@@ -25,6 +26,7 @@ def validate_cross_keys(cfg: ExperimentConfig) -> None:
     _check_scope_patterns(cfg)
     _check_client_counts(cfg)
     _check_input_shift(cfg)
+    _check_task_weights(cfg)
     if cfg.checkpoint_every > 0 and cfg.client_state == "memory":
         raise ConfigError(
             "client-state",
@@ -69,6 +71,11 @@ def _check_dataset_and_tasks(cfg: ExperimentConfig) -> None:
 
 
 def _check_task_assignment(cfg: ExperimentConfig) -> None:
+    """``task-assignment`` and its keys give every client its tasks, and every task a client.
+
+    ``client-tasks`` is read by ``"lists"`` only, so elsewhere it must stay empty;
+    ``task-counts`` holds integers >= 0 naming run tasks.
+    """
     if cfg.task_assignment == "counts":
         unknown = set(cfg.task_counts) - set(cfg.tasks)
         if unknown:
@@ -76,15 +83,45 @@ def _check_task_assignment(cfg: ExperimentConfig) -> None:
         counts = list(cfg.task_counts.values())
         if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
             raise ConfigError("task-counts", f"counts must be integers >= 0, got {counts}")
-        total = sum(counts)
-        if total != cfg.num_clients:
-            raise ConfigError(
-                "task-counts",
-                f"counts add up to {total} but num-clients is {cfg.num_clients}",
-            )
-    elif cfg.num_clients < len(cfg.tasks):
+    if cfg.client_tasks and cfg.task_assignment != "lists":
         raise ConfigError(
-            "num-clients", f"must be >= the number of tasks ({len(cfg.tasks)}) for round-robin"
+            "client-tasks",
+            f'is read by task-assignment = "lists" only (task-assignment is '
+            f'"{cfg.task_assignment}"); set task-assignment = "lists" or drop client-tasks',
+        )
+    try:
+        assign_tasks(
+            cfg.tasks,
+            cfg.num_clients,
+            cfg.task_assignment,
+            cfg.task_counts,
+            tasks_per_client=cfg.tasks_per_client,
+            lists=parse_client_tasks(cfg.client_tasks),
+            seed=cfg.seed,
+        )
+    except AssignmentError as exc:
+        raise ConfigError(exc.key, str(exc)) from None
+
+
+def _check_task_weights(cfg: ExperimentConfig) -> None:
+    """``task-weights``: finite numbers >= 0 for run tasks; all of them for ``fixed``."""
+    unknown = sorted(set(cfg.task_weights) - set(cfg.tasks))
+    if unknown:
+        raise ConfigError("task-weights", f"names tasks not in 'tasks': {unknown}")
+    for task, weight in cfg.task_weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise ConfigError("task-weights", f"'{task}' = {weight!r}: weights are numbers >= 0")
+    if cfg.task_weighting == "fixed":
+        missing = [t for t in cfg.tasks if t not in cfg.task_weights]
+        if missing:
+            raise ConfigError(
+                "task-weights",
+                f"task-weighting = 'fixed' needs a weight for every task; missing {missing}",
+            )
+    elif cfg.task_weights:
+        raise ConfigError(
+            "task-weights",
+            f"is read by task-weighting = 'fixed' only (this run: '{cfg.task_weighting}')",
         )
 
 

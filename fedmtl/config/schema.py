@@ -58,6 +58,8 @@ class ExperimentConfig:
     num_clients: int = 12
     task_assignment: str = "round-robin"
     task_counts: Mapping[str, int] = field(default_factory=_empty_table)
+    tasks_per_client: int = 1
+    client_tasks: tuple[str, ...] = ()
     partitioner: str = "dirichlet"
     dirichlet_alpha: float = 1.0
     classes_per_client: int = 4
@@ -91,6 +93,9 @@ class ExperimentConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
+    task_weighting: str = "equal"
+    task_weights: Mapping[str, float] = field(default_factory=_empty_table)
+    dwa_temperature: float = 2.0
     device: str = "auto"
     # federation
     strategy: str = "fedavg"

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 from fedmtl.config.schema import ExperimentConfig
+from fedmtl.data.assignment import parse_client_tasks
 from fedmtl.data.partition_spec import PartitionSpec
 from fedmtl.scopes import ScopeRules, finetune_frozen_patterns
 
@@ -18,6 +19,8 @@ def partition_spec(cfg: ExperimentConfig) -> PartitionSpec:
         num_clients=cfg.num_clients,
         task_assignment=cfg.task_assignment,
         task_counts=tuple(sorted(cfg.task_counts.items())),
+        tasks_per_client=cfg.tasks_per_client,
+        client_tasks=parse_client_tasks(cfg.client_tasks),
         partitioner=cfg.partitioner,
         dirichlet_alpha=cfg.dirichlet_alpha,
         classes_per_client=cfg.classes_per_client,

@@ -86,3 +86,24 @@ def check_client_data(data: ClientData, spec: DatasetSpec) -> None:
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         where = f"dataset '{spec.name}', client {data.client_id} ({data.task}), {split}"
         check_examples(where, x, y, task.num_outputs, task.kind)
+
+
+def check_client_tasks(parts: tuple[ClientData, ...], spec: DatasetSpec) -> None:
+    """A client's parts: at least one, one client id, distinct tasks, each part checked.
+
+    Raises
+    ------
+    DatasetContractError
+        Naming the client and what is wrong.
+    """
+    if not parts:
+        raise DatasetContractError(f"dataset '{spec.name}': a client holds no task")
+    ids = {part.client_id for part in parts}
+    tasks = [part.task for part in parts]
+    where = f"dataset '{spec.name}', client {parts[0].client_id}"
+    if len(ids) != 1:
+        raise DatasetContractError(f"{where}: its parts name clients {sorted(ids)}")
+    if len(set(tasks)) != len(tasks):
+        raise DatasetContractError(f"{where}: holds a task twice: {tasks}")
+    for part in parts:
+        check_client_data(part, spec)

@@ -1,19 +1,21 @@
 """Split a dataset into per-client, per-task partitions (the registered partitioners).
 
-When the tasks share inputs (digits), all clients share one pool (the dataset
-minus the pretraining source split): a partitioner over the *base* labels gives
-each client its own non-IID share, which the client sees through its task's
-label function. When each task has its own inputs (WordNet nouns, fortunes),
-each task's pool is split by the same partitioner among the clients holding
-that task. Every client keeps a seeded train/test split of its share, and with
-``input-shift`` its inputs (train and test) move into its own domain
-(:mod:`fedmtl.data.shifts`: feature skew on top of the partitioner's label skew).
-Everything is a pure function of the spec.
+A client holds one or more tasks (:mod:`fedmtl.data.assignment`) and gets one
+:class:`ClientData` per task, in the run's task order. When the tasks share
+inputs (digits), all clients share one pool (the dataset minus the pretraining
+source split): a partitioner over the *base* labels gives each client its own
+non-IID share, which the client sees through each of its tasks' label
+functions: a client's tasks have the same examples and the same train/test
+split (one input, several labels). When each task has its own inputs (WordNet
+nouns, fortunes, files), each task's pool is split by the same partitioner among
+the clients holding that task. Every client keeps a seeded train/test split of
+its share, and with ``input-shift`` its inputs (train and test, every task's
+alike) move into its own domain (:mod:`fedmtl.data.shifts`: feature skew on top
+of the partitioner's label skew). Everything is a pure function of the spec.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fedmtl.data.assignment import AssignmentError, assign_tasks
 from fedmtl.data.partition_spec import PartitionSpec, num_test_examples
 from fedmtl.data.partitioners import PartitionError, partition_indices, partitioner_entry
 from fedmtl.data.registry import BaseData, DatasetSpec
@@ -35,6 +38,7 @@ __all__ = [
     "build_federation",
     "check_natural_tasks",
     "client_data",
+    "client_tasks",
     "partition_indices",
     "train_test_positions",
 ]
@@ -57,24 +61,6 @@ class ClientData:
         return len(self.y_train)
 
 
-def assign_tasks(
-    tasks: tuple[str, ...], num_clients: int, mode: str, counts: Mapping[str, int]
-) -> list[str]:
-    """Return the task of each client id.
-
-    ``round-robin`` cycles through ``tasks``; ``counts`` gives each task a block of
-    consecutive client ids of the requested size, in the order of ``tasks``.
-    """
-    if mode == "round-robin":
-        return [tasks[i % len(tasks)] for i in range(num_clients)]
-    if mode == "counts":
-        out = [task for task in tasks for _ in range(counts.get(task, 0))]
-        if len(out) != num_clients:
-            raise ValueError(f"task counts add up to {len(out)}, expected {num_clients}")
-        return out
-    raise ValueError(f"unknown task assignment '{mode}'")
-
-
 def train_test_positions(
     indices: npt.NDArray[np.int64], test_fraction: float, seed: int, client_id: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -92,23 +78,30 @@ def _cap(pool: npt.NDArray[np.int64], limit: int, seed: int) -> npt.NDArray[np.i
     return np.sort(np.random.default_rng([seed, 7]).choice(pool, size=limit, replace=False))
 
 
-def _client(
+def _client_parts(
     client_id: int,
-    task: str,
+    tasks: tuple[str, ...],
     base: BaseData,
-    label_fn: Any,
+    dataset: DatasetSpec,
     indices: npt.NDArray[np.int64],
     spec: PartitionSpec,
-) -> ClientData:
+) -> dict[str, ClientData]:
+    """One client's ``tasks`` on the same examples: one split, one input array, their labels."""
     train_pos, test_pos = train_test_positions(indices, spec.test_fraction, spec.seed, client_id)
-    return ClientData(
-        client_id=client_id,
-        task=task,
-        x_train=base.x[train_pos],
-        y_train=label_fn(base.y[train_pos]),
-        x_test=base.x[test_pos],
-        y_test=label_fn(base.y[test_pos]),
-    )
+    x_train, x_test = base.x[train_pos], base.x[test_pos]
+    y_train, y_test = base.y[train_pos], base.y[test_pos]
+    out = {}
+    for task in tasks:
+        label_fn = dataset.tasks[task].label_fn
+        out[task] = ClientData(
+            client_id=client_id,
+            task=task,
+            x_train=x_train,
+            y_train=label_fn(y_train),
+            x_test=x_test,
+            y_test=label_fn(y_test),
+        )
+    return out
 
 
 def _value_range(x: npt.NDArray[Any]) -> tuple[float, float]:
@@ -138,15 +131,28 @@ def apply_input_shift(
 
 
 def _shifted(
-    clients: dict[int, ClientData], spec: PartitionSpec, ranges: dict[int, tuple[float, float]]
-) -> dict[int, ClientData]:
-    """Every client through :func:`apply_input_shift` at its level (:func:`client_levels`)."""
+    clients: dict[int, dict[str, ClientData]],
+    spec: PartitionSpec,
+    ranges: dict[tuple[int, str], tuple[float, float]],
+) -> dict[int, dict[str, ClientData]]:
+    """Every part through :func:`apply_input_shift` at its client's level (:func:`client_levels`).
+
+    Parts that share their inputs (a shared pool) are shifted once and keep sharing them.
+    """
     if spec.input_shift == "none":
         return clients
     levels = client_levels(spec.num_clients, spec.input_shift_groups, spec.seed)
-    return {
-        c: apply_input_shift(data, spec, float(levels[c]), ranges[c]) for c, data in clients.items()
-    }
+    out: dict[int, dict[str, ClientData]] = {}
+    for c, parts in clients.items():
+        done: dict[tuple[int, int], ClientData] = {}
+        out[c] = {}
+        for task, data in parts.items():
+            same = done.get((id(data.x_train), id(data.x_test)))
+            if same is None:
+                same = apply_input_shift(data, spec, float(levels[c]), ranges[(c, task)])
+                done[(id(data.x_train), id(data.x_test))] = same
+            out[c][task] = replace(data, x_train=same.x_train, x_test=same.x_test)
+    return out
 
 
 def _task_pool(
@@ -208,62 +214,130 @@ def check_natural_tasks(spec: PartitionSpec, dataset: DatasetSpec, client_tasks:
         )
 
 
+def _assignment(spec: PartitionSpec) -> tuple[tuple[str, ...], ...]:
+    try:
+        return spec.assignment()
+    except AssignmentError as exc:
+        raise PartitionError(exc.key, str(exc)) from None
+
+
+def _shared_pool(
+    spec: PartitionSpec,
+    dataset: DatasetSpec,
+    assignment: tuple[tuple[str, ...], ...],
+    ranges: dict[tuple[int, str], tuple[float, float]],
+) -> dict[int, dict[str, ClientData]]:
+    """Tasks that share inputs: the pool split once, each client's tasks on its one share."""
+    assert dataset.load is not None
+    base = dataset.load()
+    if spec.input_shift != "none":
+        value_range = _value_range(base.x)
+        ranges.update({(c, t): value_range for c, ts in enumerate(assignment) for t in ts})
+    _, pool = dataset.source_split(len(base.y))
+    pool = _cap(pool, spec.max_examples_per_task, spec.seed)
+    parts = partition_indices(base.y[pool], spec, _pool_ids(base, pool))
+    return {
+        c: _client_parts(c, tasks, base, dataset, pool[positions], spec)
+        for c, (tasks, positions) in enumerate(zip(assignment, parts, strict=True))
+    }
+
+
+def _task_pools(
+    spec: PartitionSpec,
+    dataset: DatasetSpec,
+    assignment: tuple[tuple[str, ...], ...],
+    ranges: dict[tuple[int, str], tuple[float, float]],
+) -> dict[int, dict[str, ClientData]]:
+    """Tasks with their own inputs: each task's pool split among the clients holding it."""
+    if partitioner_entry(spec.partitioner).clients_from_data:
+        if any(len(tasks) > 1 for tasks in assignment):
+            raise PartitionError(
+                "tasks-per-client",
+                f"the {spec.partitioner} partitioner makes each task's clients from that "
+                "task's own file, so a client cannot hold several tasks of dataset "
+                f"'{spec.dataset}'; set tasks-per-client = 1",
+            )
+        check_natural_tasks(spec, dataset, [tasks[0] for tasks in assignment])
+    clients: dict[int, dict[str, ClientData]] = {c: {} for c in range(spec.num_clients)}
+    for task in spec.tasks:
+        holders = [c for c, tasks in enumerate(assignment) if task in tasks]
+        if not holders:
+            continue
+        base, pool = _task_pool(dataset, task, spec)
+        if partitioner_entry(spec.partitioner).by_class and dataset.tasks[task].kind != (
+            "classification"
+        ):
+            raise PartitionError(
+                "partitioner",
+                f"task '{task}' is a {dataset.tasks[task].kind} task: the "
+                f"'{spec.partitioner}' partitioner skews class labels; use 'iid' or 'natural'",
+            )
+        task_spec = replace(spec, num_clients=len(holders))
+        try:
+            parts = partition_indices(base.y[pool], task_spec, _pool_ids(base, pool))
+        except PartitionError as exc:
+            raise PartitionError(
+                exc.key, f"task '{task}' ({len(holders)} clients): {exc}"
+            ) from None
+        for client_id, positions in zip(holders, parts, strict=True):
+            clients[client_id].update(
+                _client_parts(client_id, (task,), base, dataset, pool[positions], spec)
+            )
+            if spec.input_shift != "none":
+                ranges[(client_id, task)] = _value_range(base.x)
+    return clients
+
+
 @lru_cache(maxsize=4)
-def build_federation(spec: PartitionSpec) -> tuple[ClientData, ...]:
-    """Return every client's data; cached per spec (one build per Ray worker)."""
+def build_federation(spec: PartitionSpec) -> tuple[tuple[ClientData, ...], ...]:
+    """Return every client's data: per client id, one :class:`ClientData` per task it holds.
+
+    Each client's parts are in the run's task order. Cached per spec (one build per Ray
+    worker).
+
+    Raises
+    ------
+    PartitionError
+        Naming the experiment key to change (the task assignment keys included).
+    """
     dataset = spec.dataset_spec()
-    client_tasks = assign_tasks(
-        spec.tasks, spec.num_clients, spec.task_assignment, dict(spec.task_counts)
-    )
-    clients: dict[int, ClientData] = {}
-    # Each client's input shift uses the (min, max) of its inputs' whole dataset.
-    ranges: dict[int, tuple[float, float]] = {}
-    shifting = spec.input_shift != "none"
-    if dataset.load is not None:
-        base = dataset.load()
-        if shifting:
-            ranges = dict.fromkeys(range(spec.num_clients), _value_range(base.x))
-        _, pool = dataset.source_split(len(base.y))
-        pool = _cap(pool, spec.max_examples_per_task, spec.seed)
-        parts = partition_indices(base.y[pool], spec, _pool_ids(base, pool))
-        for client_id, (task, positions) in enumerate(zip(client_tasks, parts, strict=True)):
-            label_fn = dataset.tasks[task].label_fn
-            clients[client_id] = _client(client_id, task, base, label_fn, pool[positions], spec)
-    else:
-        if partitioner_entry(spec.partitioner).clients_from_data:
-            check_natural_tasks(spec, dataset, client_tasks)
-        for task in spec.tasks:
-            holders = [c for c, t in enumerate(client_tasks) if t == task]
-            if not holders:
-                continue
-            base, pool = _task_pool(dataset, task, spec)
-            if partitioner_entry(spec.partitioner).by_class and dataset.tasks[task].kind != (
-                "classification"
-            ):
-                raise PartitionError(
-                    "partitioner",
-                    f"task '{task}' is a {dataset.tasks[task].kind} task: the "
-                    f"'{spec.partitioner}' partitioner skews class labels; use 'iid' or 'natural'",
-                )
-            task_spec = replace(spec, num_clients=len(holders))
-            try:
-                parts = partition_indices(base.y[pool], task_spec, _pool_ids(base, pool))
-            except PartitionError as exc:
-                raise PartitionError(
-                    exc.key, f"task '{task}' ({len(holders)} clients): {exc}"
-                ) from None
-            label_fn = dataset.tasks[task].label_fn
-            for client_id, positions in zip(holders, parts, strict=True):
-                clients[client_id] = _client(client_id, task, base, label_fn, pool[positions], spec)
-                if shifting:
-                    ranges[client_id] = _value_range(base.x)
-    clients = _shifted(clients, spec, ranges)
-    return tuple(clients[c] for c in range(spec.num_clients))
+    assignment = _assignment(spec)
+    # Each part's input shift uses the (min, max) of its inputs' whole dataset.
+    ranges: dict[tuple[int, str], tuple[float, float]] = {}
+    build = _shared_pool if dataset.load is not None else _task_pools
+    clients = _shifted(build(spec, dataset, assignment, ranges), spec, ranges)
+    return tuple(tuple(clients[c][task] for task in tasks) for c, tasks in enumerate(assignment))
 
 
-def client_data(spec: PartitionSpec, client_id: int) -> ClientData:
-    """Return one client's data (raises ``IndexError`` for an unknown id)."""
+def client_tasks(spec: PartitionSpec, client_id: int) -> tuple[ClientData, ...]:
+    """Return one client's data, one :class:`ClientData` per task it holds (run task order).
+
+    Raises
+    ------
+    IndexError
+        For an unknown client id.
+    """
     clients = build_federation(spec)
     if not 0 <= client_id < len(clients):
         raise IndexError(f"client id {client_id} outside 0..{len(clients) - 1}")
     return clients[client_id]
+
+
+def client_data(spec: PartitionSpec, client_id: int) -> ClientData:
+    """Return the data of a client holding one task (see :func:`client_tasks`).
+
+    Raises
+    ------
+    IndexError
+        For an unknown client id.
+    ValueError
+        For a client holding several tasks (``tasks-per-client`` > 1).
+    """
+    parts = client_tasks(spec, client_id)
+    if len(parts) != 1:
+        names = ", ".join(part.task for part in parts)
+        raise ValueError(
+            f"client {client_id} holds {len(parts)} tasks ({names}; tasks-per-client = "
+            f"{spec.tasks_per_client}): use client_tasks() for its data"
+        )
+    return parts[0]

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from fedmtl.data.assignment import assign_tasks
 from fedmtl.data.registry import DatasetSpec, get_dataset_spec
 
 
@@ -30,10 +31,11 @@ def min_split_examples(test_fraction: float) -> int:
 
 @dataclass(frozen=True)
 class PartitionSpec:
-    """Everything that decides which client holds which examples and task.
+    """Everything that decides which client holds which examples and tasks.
 
     Fields are the snake_case twins of the experiment keys of the same name
-    (``dirichlet_alpha`` is ``dirichlet-alpha``); hashable, so it keys caches.
+    (``dirichlet_alpha`` is ``dirichlet-alpha``; ``client_tasks`` holds the
+    ``client-tasks`` entries split at ``+``); hashable, so it keys caches.
     """
 
     dataset: str
@@ -41,6 +43,8 @@ class PartitionSpec:
     num_clients: int
     task_assignment: str = "round-robin"
     task_counts: tuple[tuple[str, int], ...] = ()
+    tasks_per_client: int = 1
+    client_tasks: tuple[tuple[str, ...], ...] = ()  # "lists": each client's tasks
     partitioner: str = "dirichlet"
     dirichlet_alpha: float = 1.0
     classes_per_client: int = 4
@@ -51,6 +55,18 @@ class PartitionSpec:
     input_shift: str = "none"
     input_shift_strength: float = 0.0
     input_shift_groups: int = 0
+
+    def assignment(self) -> tuple[tuple[str, ...], ...]:
+        """The tasks of each client id, in run task order (:func:`assign_tasks`)."""
+        return assign_tasks(
+            self.tasks,
+            self.num_clients,
+            self.task_assignment,
+            dict(self.task_counts),
+            tasks_per_client=self.tasks_per_client,
+            lists=self.client_tasks,
+            seed=self.seed,
+        )
 
     def dataset_spec(self) -> DatasetSpec:
         """The dataset these partitions are drawn from."""

@@ -9,8 +9,8 @@
 2. the SuperLink (TLS, node authentication, runtime dependency installation
    disabled, its own database);
 3. ``flwr supernode register`` for each node's public key;
-4. one SuperNode per node, each with its data file, task and state directory
-   in ``--node-config``;
+4. one SuperNode per node, each with its data file(s), task(s) and state
+   directory in ``--node-config`` (one file per task it holds);
 5. ``flwr run <app> <connection> --stream``;
 6. SIGTERM to every process group it started (SIGKILL after a grace period),
    also when anything above fails or the user presses Ctrl-C.
@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fedmtl.atomic import atomic_write_text
-from fedmtl.config import load_experiment, parse_override
-from fedmtl.data.federation import assign_tasks
+from fedmtl.config import load_experiment, parse_override, partition_spec
 from fedmtl.deploy.certs import NodeKey, TlsFiles, write_node_key, write_tls_files
 from fedmtl.deploy.device_files import DeviceFile, write_device_files
 from fedmtl.results import RunDirectory
@@ -136,17 +135,20 @@ class LocalFederation:
         """User overrides plus what a deployment of ``nodes`` devices needs.
 
         The server expects ``nodes`` clients, and only the tasks the devices
-        hold (node ``i`` holds the experiment's client ``i``).
+        hold (node ``i`` holds the experiment's client ``i``). When a node holds
+        several tasks (or the experiment lists them), the run's assignment is
+        the nodes' own: ``task-assignment = "lists"`` with each node's tasks.
         """
         values = dict(parse_override(text) for text in self.options.overrides)
         source = load_experiment(self.options.experiment, self._source_overrides())
-        held = set(
-            assign_tasks(
-                source.tasks, source.num_clients, source.task_assignment, source.task_counts
-            )[: self.options.nodes]
-        )
+        nodes = partition_spec(source).assignment()[: self.options.nodes]
+        held = {task for tasks in nodes for task in tasks}
         values.setdefault("num-clients", self.options.nodes)
         values.setdefault("tasks", [task for task in source.tasks if task in held])
+        if source.task_assignment == "lists" or any(len(tasks) > 1 for tasks in nodes):
+            values["task-assignment"] = "lists"
+            values["client-tasks"] = ["+".join(tasks) for tasks in nodes]
+            values["tasks-per-client"] = max(len(tasks) for tasks in nodes)
         values.setdefault("task-assignment", "round-robin")  # devices say which task they hold
         values.setdefault("round-timeout-s", self.options.round_timeout_s)
         values.setdefault("output-dir", str(self.workdir / "runs"))

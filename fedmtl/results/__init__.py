@@ -8,8 +8,8 @@ module                   job
 ``run_directory``        :class:`RunDirectory`: create a run, append records, write outputs
 ``reading``              read ``metrics.jsonl`` (tolerant of a cut-off last line), find runs
 ``summary``              ``summary.json``'s metrics and the run's outcome (:func:`judge_run`)
-``series``, ``tables``   per-round series and markdown tables from records
-``similarity``           task pairs' mean update cosines over the rounds (a matrix, a table)
+``series``, ``tables``   per-round series, markdown tables of tasks and client rows
+``similarity``           task pairs' cosines (server updates, client gradients): matrix, tables
 ``report``               ``report.md``
 ``plots``                drawing ``plots/`` (matplotlib; imported only where drawn)
 ``rebuild``              write summary, report and plots at the end of a run or on demand

@@ -9,6 +9,11 @@ and the gain over local-only per task, in each task's primary metric
 negative gain is the better); they and ``plots/`` can always be
 rebuilt from ``results.json`` (``fedmtl report <compare dir>``). The runner is
 :func:`fedmtl.compare.run_comparison`.
+
+When a client holds several tasks, a run's entry also has ``clients``: its
+final-round rows (``client-id``, ``task``, ``metric``, ``value``), and
+``compare-clients.csv`` matches them across strategies by (client, task):
+each pair's mean over seeds and its gain over local-only's same client and task.
 """
 
 from __future__ import annotations
@@ -22,15 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from fedmtl.atomic import atomic_write_text
-from fedmtl.metrics import primary_metric
+from fedmtl.metrics import lower_is_better, primary_metric
 from fedmtl.results.files import (
+    COMPARISON_CLIENTS_FILE,
     COMPARISON_CSV_FILE,
     COMPARISON_RESULTS_FILE,
     COMPARISON_TABLE_FILE,
     PLOTS_DIR,
 )
+from fedmtl.results.round_record import PhaseRecord
 from fedmtl.results.run_directory import RunDirectory
 from fedmtl.results.summary import judge_run, summarize_run
+from fedmtl.results.tables import holds_several_tasks
 
 LOCAL_ONLY = "local-only"
 CENTRALIZED = "centralized"
@@ -52,7 +60,7 @@ def run_entry(run_dir: Path) -> dict[str, Any]:
         for r in records
         if r.evaluate.tasks
     }
-    return {
+    entry: dict[str, Any] = {
         "run-dir": str(run_dir),
         "final": summary.get("final", {}),
         "best-round": summary.get("best-round", {}),
@@ -60,6 +68,81 @@ def run_entry(run_dir: Path) -> dict[str, Any]:
         "status": outcome.status,
         "failure": outcome.failure,
     }
+    evaluated = [r for r in records if r.evaluate.tasks]
+    if evaluated and holds_several_tasks(evaluated[-1].evaluate):
+        entry["clients"] = client_entries(evaluated[-1].evaluate)
+    return entry
+
+
+def client_entries(phase: PhaseRecord) -> list[dict[str, Any]]:
+    """A phase's rows as ``{"client-id", "task", "metric", "value"}`` (the task's primary metric).
+
+    Sorted by client id, then task; a row without its task's primary metric is left out.
+    """
+    out = []
+    for row in sorted(phase.clients, key=lambda r: r.key):
+        metric = primary_metric(phase.tasks.get(row.task, {}))
+        if metric in row.metrics:
+            value = float(row.metrics[metric])
+            out.append(
+                {"client-id": row.client_id, "task": row.task, "metric": metric, "value": value}
+            )
+    return out
+
+
+def client_comparison_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per (strategy, client, task) of the runs' final-round client rows.
+
+    Rows of different seeds and strategies are matched by ``(client-id,
+    task)``. ``value`` is the mean over the seeds that have the pair; ``gain``
+    the mean over seeds of the value minus local-only's for the same seed,
+    client and task (``None`` without one); ``better`` whether the gain is an
+    improvement (positive, or negative for an error such as MAE).
+    """
+    runs: Mapping[str, Mapping[str, Any]] = results["runs"]
+
+    def by_key(entry: Mapping[str, Any]) -> dict[tuple[int, str], Mapping[str, Any]]:
+        return {(int(c["client-id"]), str(c["task"])): c for c in entry.get("clients", [])}
+
+    local = {seed: by_key(entry) for seed, entry in runs.get(LOCAL_ONLY, {}).items()}
+    rows = []
+    for strategy in results["strategies"]:
+        seeds = {seed: by_key(entry) for seed, entry in runs.get(strategy, {}).items()}
+        for key in sorted({k for pairs in seeds.values() for k in pairs}):
+            found = {seed: pairs[key] for seed, pairs in seeds.items() if key in pairs}
+            metric = next(iter(found.values()))["metric"]
+            gains = [
+                c["value"] - local[seed][key]["value"]
+                for seed, c in found.items()
+                if key in local.get(seed, {})
+            ]
+            gain = statistics.mean(gains) if gains else None
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "client-id": key[0],
+                    "task": key[1],
+                    "metric": metric,
+                    "seeds": len(found),
+                    "value": statistics.mean(c["value"] for c in found.values()),
+                    "gain": gain,
+                    "better": None
+                    if gain is None
+                    else (gain < 0 if lower_is_better(metric) else gain > 0),
+                }
+            )
+    return rows
+
+
+def format_client_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`client_comparison_rows` as CSV, one line per strategy, client and task."""
+    columns = ["strategy", "client-id", "task", "metric", "seeds", "value", "gain", "better"]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c) for c in columns})
+    return out.getvalue()
 
 
 def write_comparison_results(folder: Path, results: Mapping[str, Any]) -> None:
@@ -170,4 +253,9 @@ def write_comparison_report(folder: Path) -> list[Path]:
     markdown.write_text(format_markdown(rows, len(results["seeds"])))
     table = folder / COMPARISON_CSV_FILE
     table.write_text(format_csv(rows))
-    return [markdown, table, *plot_comparison(results, rows, folder / PLOTS_DIR)]
+    written = [markdown, table]
+    clients = client_comparison_rows(results)
+    if clients:  # some client holds several tasks
+        written.append(folder / COMPARISON_CLIENTS_FILE)
+        written[-1].write_text(format_client_csv(clients))
+    return [*written, *plot_comparison(results, rows, folder / PLOTS_DIR)]

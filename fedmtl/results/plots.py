@@ -8,7 +8,7 @@ and from worker threads.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +19,11 @@ from fedmtl.results.files import METRICS_FILE, PLOTS_DIR
 from fedmtl.results.reading import read_rounds
 from fedmtl.results.round_record import Phase, RoundRecord
 from fedmtl.results.series import PRIMARY_METRICS, bytes_series, discover_metrics, metric_series
-from fedmtl.results.similarity import mean_task_similarity, similarity_matrix
+from fedmtl.results.similarity import client_pairs, mean_task_similarity, similarity_matrix
 
 _BYTES_PLOT = "bytes.png"
 _SIMILARITY_PLOT = "task-similarity.png"
+_CLIENT_SIMILARITY_PLOT = "client-task-similarity.png"
 
 
 def _save(fig: Figure, out: Path) -> Path:
@@ -112,18 +113,12 @@ def plot_bytes(records: Sequence[RoundRecord], out: Path) -> Path:
     return _save(fig, out)
 
 
-def plot_task_similarity(records: Sequence[RoundRecord], out: Path) -> Path | None:
-    """Draw the task-by-task heatmap of the mean update cosines; return ``out``.
+def plot_similarity_heatmap(pairs: Mapping[tuple[str, str], float], out: Path, title: str) -> Path:
+    """Draw a task-by-task heatmap of pair cosines (blank where a pair is missing); return ``out``.
 
-    Cells hold the mean over rounds of the cosine of two task groups' mean
-    shared-scope updates (:func:`~fedmtl.results.similarity.mean_task_similarity`);
-    a pair never reported is left blank. Nothing is drawn (``None``) when no
-    round reports a task pair.
+    The one drawing of both interference heatmaps (server updates, client gradients).
     """
-    pairs = mean_task_similarity(records)
-    if not pairs:
-        return None
-    tasks, matrix = similarity_matrix(pairs)
+    tasks, matrix = similarity_matrix(dict(pairs))
     size = 2.5 + 0.9 * len(tasks)
     fig = Figure(figsize=(size + 1.2, size), layout="constrained")
     ax = fig.add_subplot()
@@ -135,8 +130,35 @@ def plot_task_similarity(records: Sequence[RoundRecord], out: Path) -> Path | No
         if np.isfinite(value):
             colour = "white" if abs(value) > 0.6 else "black"  # readable on dark cells
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", color=colour, fontsize="small")
-    ax.set_title("task similarity (mean update cosine)")
+    ax.set_title(title)
     return _save(fig, out)
+
+
+def plot_task_similarity(records: Sequence[RoundRecord], out: Path) -> Path | None:
+    """Draw the task-by-task heatmap of the mean update cosines; return ``out``.
+
+    Cells hold the mean over rounds of the cosine of two task groups' mean
+    shared-scope updates (:func:`~fedmtl.results.similarity.mean_task_similarity`);
+    a pair never reported is left blank. Nothing is drawn (``None``) when no
+    round reports a task pair.
+    """
+    pairs = mean_task_similarity(records)
+    if not pairs:
+        return None
+    return plot_similarity_heatmap(pairs, out, "task similarity (mean update cosine)")
+
+
+def plot_client_task_similarity(records: Sequence[RoundRecord], out: Path) -> Path | None:
+    """Draw the heatmap of the clients' task-gradient cosines (mean over rounds); return ``out``.
+
+    Cells hold the mean over rounds of ``client-task-similarity``
+    (:func:`~fedmtl.results.similarity.client_pairs`). Nothing is drawn
+    (``None``) when no client holding two tasks reported a cosine.
+    """
+    pairs = mean_task_similarity(records, client_pairs)
+    if not pairs:
+        return None
+    return plot_similarity_heatmap(pairs, out, "task interference (client gradient cosine)")
 
 
 def _plot_filename(metric: str, taken: set[str]) -> str:
@@ -153,14 +175,16 @@ def write_run_plots(run_dir: Path) -> list[Path]:
     """Write the standard plots of a run into ``run_dir/plots``.
 
     Writes ``accuracy.png`` and ``loss.png`` (evaluate phase), ``<metric>.png``
-    for every other metric found in the evaluate phase, ``bytes.png``, and
-    ``task-similarity.png`` when two or more tasks updated the shared scope.
+    for every other metric found in the evaluate phase, ``bytes.png``,
+    ``task-similarity.png`` when two or more tasks updated the shared scope, and
+    ``client-task-similarity.png`` when clients holding two tasks reported
+    their task-gradient cosines.
 
     Returns
     -------
     list of pathlib.Path
         The written files: accuracy, loss, the other metrics in alphabetical
-        order, bytes, then task similarity (if drawn).
+        order, bytes, then task similarity and client task similarity (if drawn).
 
     Raises
     ------
@@ -179,12 +203,15 @@ def write_run_plots(run_dir: Path) -> list[Path]:
     metrics = list(PRIMARY_METRICS) + [
         name for name in discover_metrics(records) if name not in PRIMARY_METRICS
     ]
-    taken = {_BYTES_PLOT, _SIMILARITY_PLOT}
+    taken = {_BYTES_PLOT, _SIMILARITY_PLOT, _CLIENT_SIMILARITY_PLOT}
     written: list[Path] = []
     for metric in metrics:
         name = _plot_filename(metric, taken)
         taken.add(name)
         written.append(plot_task_metric(records, metric, plots_dir / name))
     written.append(plot_bytes(records, plots_dir / _BYTES_PLOT))
-    similarity = plot_task_similarity(records, plots_dir / _SIMILARITY_PLOT)
-    return [*written, *([similarity] if similarity else [])]
+    heatmaps = [
+        plot_task_similarity(records, plots_dir / _SIMILARITY_PLOT),
+        plot_client_task_similarity(records, plots_dir / _CLIENT_SIMILARITY_PLOT),
+    ]
+    return [*written, *(path for path in heatmaps if path is not None)]

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fedmtl.results.run_directory import RunDirectory
-from fedmtl.results.similarity import task_similarity_table
+from fedmtl.results.similarity import client_similarity_table, task_similarity_table
 from fedmtl.results.summary import RunOutcome, describe_skips, summarize_run
-from fedmtl.results.tables import format_task_table
+from fedmtl.results.tables import format_client_table, format_task_table, holds_several_tasks
 
 
 def best_round_table(best: Mapping[str, Mapping[str, float]]) -> list[str]:
@@ -49,8 +49,12 @@ def best_round_table(best: Mapping[str, Mapping[str, float]]) -> list[str]:
 def run_report(run_dir: Path) -> str:
     """Markdown of a run: per-task tables of round 0, the final round and the best rounds.
 
+    When a client holds several tasks, the final round's client rows follow,
+    one line per client per task (:func:`~fedmtl.results.tables.format_client_table`).
     With two or more tasks updating the shared scope, a task-by-task table of
-    the mean cosine of their updates follows (:mod:`fedmtl.results.similarity`).
+    the mean cosine of their updates follows (:mod:`fedmtl.results.similarity`),
+    and with clients reporting their task-gradient cosines, the "Task
+    interference (client gradients)" table.
     """
     run = RunDirectory(run_dir)
     records = run.rounds()
@@ -69,9 +73,18 @@ def run_report(run_dir: Path) -> str:
         "",
         *best_round_table(summary["best-round"]),
     ]
-    similarity = task_similarity_table(records)
-    if similarity:
-        lines += ["", *similarity]
+    final = evaluated[-1].evaluate
+    if holds_several_tasks(final):
+        lines += [
+            "",
+            f"Final round {evaluated[-1].round}, per client and task (a client holding "
+            "several tasks has a line per task):",
+            "",
+            format_client_table(final),
+        ]
+    for section in (task_similarity_table(records), client_similarity_table(records)):
+        if section:
+            lines += ["", *section]
     saved = run.summary()
     if "unseen" in saved:
         unseen = saved["unseen"]

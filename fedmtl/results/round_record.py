@@ -10,12 +10,20 @@ The JSON form (``to_json`` / ``from_json``) is the file format::
      "rejected": [<ReplyIssue>, ...], "failures": [<ReplyIssue>, ...],
      "skipped": false, "skip-reason": null,
      "strategy": {<metric>: <number>, ...},
-     "task-similarity": {<task_a>: {<task_b>: <cosine>, ...}, ...}}
+     "task-similarity": {<task_a>: {<task_b>: <cosine>, ...}, ...},
+     "client-task-similarity": {<task_a>: {<task_b>: <cosine>, ...}, ...},
+     "client-task-similarity-clients": {<task_a>: {<task_b>: <count>, ...}, ...}}
 
 ``task-similarity`` (written only in training rounds reporting a pair) holds, for
 each pair of tasks with ``task_a < task_b``, the cosine of the task groups'
 ``num-examples``-weighted mean updates of the shared scope
 (:mod:`strategies.interference`); a pair whose update was zero is left out.
+``client-task-similarity`` (the same shape, written only when a client holding
+two tasks reported them) holds the mean over those clients of the cosine
+between the two tasks' gradients on the client's shared parameters (the
+replies' ``grad-cosine/<a>/<b>``, :func:`fedmtl.records.gradient_cosines`);
+``client-task-similarity-clients`` how many clients each of those means is over.
+A client holding several tasks has one client row per task in a phase.
 
 Reading is tolerant of what older or partial records lack: a missing section
 reads as empty (``None`` for times and bytes), so plots show a gap rather than
@@ -59,6 +67,15 @@ def _pairs(value: Any) -> dict[str, dict[str, float]]:
     return {a: row for a, row in rows.items() if row}
 
 
+def _counts(value: Any) -> dict[str, dict[str, int]]:
+    """The ``{a: {b: count}}`` entries of a JSON object (whole numbers >= 0); empty rows dropped."""
+    rows = {
+        str(a): {b: int(x) for b, x in _numbers(row).items() if x >= 0 and float(x).is_integer()}
+        for a, row in _mapping(value).items()
+    }
+    return {a: row for a, row in rows.items() if row}
+
+
 def _optional_float(value: Any) -> float | None:
     return float(value) if _is_number(value) else None
 
@@ -76,7 +93,8 @@ class PhaseRecord:
     tasks : mapping of str to mapping of str to float
         Per-task statistics over the clients (see :func:`fedmtl.metrics.summarize_by_task`).
     clients : tuple of ClientRow
-        Every valid reply's metrics, in client-id order.
+        Every valid reply's metrics, in client-id order; a client holding several
+        tasks has one row per task (each with that task's own metrics).
     """
 
     tasks: TaskStats = field(default_factory=dict)
@@ -144,6 +162,12 @@ class RoundRecord:
     task_similarity : mapping of str to mapping of str to float
         ``{task_a: {task_b: cosine}}`` of the task groups' mean shared-scope
         updates (``task_a < task_b``; empty: not recorded or fewer than two tasks).
+    client_task_similarity : mapping of str to mapping of str to float
+        ``{task_a: {task_b: cosine}}``: the mean over the clients holding both
+        tasks of the cosine between their gradients on the client's shared
+        parameters (empty: no client holds two tasks, or not recorded).
+    client_task_similarity_clients : mapping of str to mapping of str to int
+        How many clients each pair of ``client_task_similarity`` averages.
     """
 
     round: int
@@ -159,6 +183,8 @@ class RoundRecord:
     skip_reason: str | None = None
     strategy: Mapping[str, float] = field(default_factory=dict)
     task_similarity: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    client_task_similarity: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    client_task_similarity_clients: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def phase(self, name: Phase) -> PhaseRecord:
         """The ``"train"`` or ``"evaluate"`` phase."""
@@ -193,6 +219,14 @@ class RoundRecord:
         )
         if self.task_similarity:
             out["task-similarity"] = {a: dict(row) for a, row in self.task_similarity.items()}
+        if self.client_task_similarity:
+            out["client-task-similarity"] = {
+                a: dict(row) for a, row in self.client_task_similarity.items()
+            }
+        if self.client_task_similarity_clients:
+            out["client-task-similarity-clients"] = {
+                a: dict(row) for a, row in self.client_task_similarity_clients.items()
+            }
         return out
 
     @classmethod
@@ -223,6 +257,8 @@ class RoundRecord:
             skip_reason=None if reason is None else str(reason),
             strategy=_numbers(record.get("strategy")),
             task_similarity=_pairs(record.get("task-similarity")),
+            client_task_similarity=_pairs(record.get("client-task-similarity")),
+            client_task_similarity_clients=_counts(record.get("client-task-similarity-clients")),
         )
 
 

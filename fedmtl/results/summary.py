@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fedmtl.metrics import lower_is_better, primary_metric
+from fedmtl.metrics import count_clients, lower_is_better, primary_metric
 from fedmtl.results.round_record import RoundRecord
 
 OK = "ok"
@@ -29,7 +29,10 @@ def summarize_run(records: Sequence[RoundRecord]) -> dict[str, Any]:
     A task's best round is the one with the best mean of its primary metric
     (:func:`fedmtl.metrics.primary_metric`: accuracy, highest; a regression's
     MAE, lowest); the first such round wins ties. Its entry is ``{"round": r,
-    "<metric>-mean": value}``.
+    "<metric>-mean": value}``. A task's ``num-clients`` counts the clients
+    holding it; when some client holds several tasks, ``"clients"`` (the
+    distinct clients evaluated in the final round) and ``"client-task-rows"``
+    (their rows, one per client per task) are added.
     """
     evaluated = [r for r in records if r.evaluate.tasks]
     if not evaluated:
@@ -46,7 +49,7 @@ def summarize_run(records: Sequence[RoundRecord]) -> dict[str, Any]:
                 and _better(key, value, best.get(task, {}).get(key))
             ):
                 best[task] = {"round": record.round, key: value}
-    return {
+    summary: dict[str, Any] = {
         "rounds": last.round,
         "initial": _plain(first.evaluate.tasks),
         "final": _plain(last.evaluate.tasks),
@@ -57,6 +60,11 @@ def summarize_run(records: Sequence[RoundRecord]) -> dict[str, Any]:
         "rejected-replies": sum(len(r.rejected) for r in records),
         "failed-replies": sum(len(r.failures) for r in records),
     }
+    rows = [row.to_json() for row in last.evaluate.clients]
+    clients = count_clients(rows)
+    if clients < len(rows):  # some client holds several tasks
+        summary.update({"clients": clients, "client-task-rows": len(rows)})
+    return summary
 
 
 def _better(key: str, value: float, incumbent: float | None) -> bool:

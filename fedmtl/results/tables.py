@@ -1,4 +1,4 @@
-"""Markdown tables of per-task statistics (the round tables of the output and ``report.md``)."""
+"""Markdown tables of per-task statistics and client rows (the output's and ``report.md``'s)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from fedmtl.metrics import primary_metric
+from fedmtl.metrics import count_clients, primary_metric
+from fedmtl.results.round_record import PhaseRecord
 from fedmtl.results.series import PRIMARY_METRICS, metric_names
 
 _MISSING = "-"
@@ -85,6 +86,48 @@ def format_task_table(tasks: Mapping[str, Mapping[str, Any]]) -> str:
             _fmt(stats.get(f"{metric}-p10")),
             _fmt(stats.get("loss-mean")),
             *(_fmt(stats.get(f"{m}-mean")) for m in extra),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def holds_several_tasks(phase: PhaseRecord) -> bool:
+    """Whether some client of ``phase`` has rows of two or more tasks."""
+    seen: set[int] = set()
+    for row in phase.clients:
+        if row.client_id in seen:
+            return True
+        seen.add(row.client_id)
+    return False
+
+
+def format_client_table(phase: PhaseRecord) -> str:
+    """Render a phase's client rows as a markdown table: one line per client per task.
+
+    Columns ``client | task | metric | value | loss | examples``: the row's
+    task's primary metric (:func:`fedmtl.metrics.primary_metric` of the task's
+    statistics: ``accuracy``, a regression's ``mae``) and its value, the row's
+    loss and its examples. Lines are sorted by client id, then task. A first
+    line counts the distinct clients and their rows. No trailing newline.
+    """
+    rows = sorted(phase.clients, key=lambda r: r.key)
+    clients = count_clients(row.to_json() for row in rows)
+    lines = [
+        f"{clients} client{'s' if clients != 1 else ''}, {len(rows)} client-task "
+        f"row{'s' if len(rows) != 1 else ''}:",
+        "",
+        "| client | task | metric | value | loss | examples |",
+        "|---:|:---|:---|---:|---:|---:|",
+    ]
+    for row in rows:
+        metric = primary_metric(phase.tasks.get(row.task, {}))
+        cells = [
+            str(row.client_id),
+            row.task.replace("|", "\\|"),
+            metric,
+            _fmt(row.metrics.get(metric)),
+            _fmt(row.metrics.get("loss")),
+            _fmt_count(row.metrics.get("num-examples")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

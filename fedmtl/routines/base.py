@@ -25,7 +25,9 @@ from fedmtl.records import (
     PROXIMAL_MU,
     ROUTINE,
     SERVER_ROUND,
+    TASK_METRIC_SEPARATOR,
     Instruction,
+    prefixed_metrics,
 )
 from fedmtl.registry import Registry, RegistryError
 from fedmtl.routines.work import LocalWork, Trained
@@ -86,7 +88,7 @@ class ClientRoutine:
         result = work.test(self.evaluated_model(work), instruction.head_finetune_epochs)
         if instruction.global_view_epochs > 0:
             view = work.test(work.global_model(), instruction.global_view_epochs)
-            result.update({f"global-{k}": v for k, v in view.items() if k != NUM_EXAMPLES})
+            result.update(prefixed_metrics(view, "global-"))
         return result
 
     def evaluated_model(self, work: LocalWork) -> MultiTaskModel:
@@ -95,8 +97,13 @@ class ClientRoutine:
 
 
 def train_metrics(result: dict[str, float]) -> dict[str, float]:
-    """A train reply's metrics from :meth:`LocalWork.fit`'s result: example count, loss."""
-    return {NUM_EXAMPLES: result[NUM_EXAMPLES], "loss": result["loss"]}
+    """A train reply's metrics from :meth:`LocalWork.fit`'s result.
+
+    Example count and loss first; a client holding several tasks keeps each
+    task's (``"<task>/<name>"``) and its gradient cosines.
+    """
+    per_task = {k: v for k, v in result.items() if TASK_METRIC_SEPARATOR in k}
+    return {NUM_EXAMPLES: result[NUM_EXAMPLES], "loss": result["loss"], **per_task}
 
 
 #: Routine name -> ClientRoutine subclass.

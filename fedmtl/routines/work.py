@@ -19,9 +19,16 @@ import torch
 from fedmtl.data import ClientData
 from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays, import_arrays
-from fedmtl.records import Instruction, NDArrays
+from fedmtl.records import (
+    Instruction,
+    NDArrays,
+    cosine_metric,
+    pack_task_metrics,
+)
 from fedmtl.task_kinds import CLASSIFICATION, TaskObjective
-from fedmtl.training import TrainSettings, evaluate, train_local
+from fedmtl.task_training import JointResult, TaskInputs, train_tasks
+from fedmtl.task_weighting import TaskWeighting
+from fedmtl.training import TrainSettings, evaluate
 
 #: State group of the client's local scope, kept between rounds by every routine.
 LOCAL_STATE = "fedmtl-local"
@@ -29,7 +36,7 @@ LOCAL_STATE = "fedmtl-local"
 
 @dataclass(frozen=True)
 class ClientKeys:
-    """The state_dict entries of one client's model, by scope (its task's entries only)."""
+    """The state_dict entries of one client's model, by scope (its tasks' entries only)."""
 
     shared: tuple[str, ...]
     task: tuple[str, ...]
@@ -64,8 +71,9 @@ class LocalWork:
     ----------
     instruction : Instruction
         The server's config record, decoded.
-    data : ClientData
-        The client's task and its train and test splits.
+    tasks : tuple of ClientData
+        Each task the client holds, with its train and test splits (most
+        clients hold one).
     keys : ClientKeys
         The model's entries by scope.
     settings : TrainSettings
@@ -80,27 +88,36 @@ class LocalWork:
     new_model : callable
         A fresh copy of the run's initial model.
     features : callable
-        ``features(split, model)``: cached backbone features of ``"train"`` or
-        ``"test"`` when the backbone is frozen, else None (``model`` computes
-        them on a cache miss).
-    objective : TaskObjective
-        The client's task kind and target scale (its loss and metrics; default
-        classification).
+        ``features(data, split, model)``: cached backbone features of a task's
+        ``"train"`` or ``"test"`` inputs when the backbone is frozen, else None
+        (``model`` computes them on a cache miss).
+    objectives : mapping of str to TaskObjective
+        Each task's kind and target scale (its loss and metrics; a task not
+        listed is a classification).
+    weighting : TaskWeighting, optional
+        How the client's task losses combine in training (default ``equal``);
+        its state is kept by the ClientApp between rounds.
     """
 
     instruction: Instruction
-    data: ClientData
+    tasks: tuple[ClientData, ...]
     keys: ClientKeys
     settings: TrainSettings
     state: Mapping[str, NDArrays]
     received: NDArrays
     device: torch.device
     new_model: Callable[[], MultiTaskModel]
-    features: Callable[[str, MultiTaskModel], torch.Tensor | None]
-    objective: TaskObjective = CLASSIFICATION
-    _features: dict[str, torch.Tensor | None] = field(
+    features: Callable[[ClientData, str, MultiTaskModel], torch.Tensor | None]
+    objectives: Mapping[str, TaskObjective] = field(default_factory=dict)
+    weighting: TaskWeighting | None = None
+    _features: dict[tuple[str, str], torch.Tensor | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+
+    @property
+    def client_id(self) -> int:
+        """The client's id."""
+        return self.tasks[0].client_id
 
     def restore(self, *groups: NDArrays | None) -> MultiTaskModel:
         """A fresh model holding the received arrays, then each group in turn (None: skipped)."""
@@ -124,9 +141,9 @@ class LocalWork:
         return export_arrays(model, self.keys.local)
 
     def head_keys(self, model: MultiTaskModel) -> frozenset[str]:
-        """Parameter names of ``model``'s head for the client's task."""
-        prefix = f"heads.{self.data.task}."
-        return frozenset(name for name, _ in model.named_parameters() if name.startswith(prefix))
+        """Parameter names of ``model``'s heads of the client's tasks."""
+        prefixes = tuple(f"heads.{data.task}." for data in self.tasks)
+        return frozenset(name for name, _ in model.named_parameters() if name.startswith(prefixes))
 
     @cached_property
     def reference(self) -> dict[str, torch.Tensor]:
@@ -134,11 +151,18 @@ class LocalWork:
         state = self.global_model().state_dict()  # in state_dict order: the term sums in it
         return {key: value.detach().clone() for key, value in state.items() if key in self.received}
 
-    def cached_features(self, split: str, model: MultiTaskModel) -> torch.Tensor | None:
-        """Backbone features of ``split``, asked of ``features`` once per call."""
-        if split not in self._features:
-            self._features[split] = self.features(split, model)
-        return self._features[split]
+    def cached_features(
+        self, data: ClientData, split: str, model: MultiTaskModel
+    ) -> torch.Tensor | None:
+        """Backbone features of a task's ``split``, asked of ``features`` once per call."""
+        key = (data.task, split)
+        if key not in self._features:
+            self._features[key] = self.features(data, split, model)
+        return self._features[key]
+
+    def objective(self, task: str) -> TaskObjective:
+        """``task``'s kind and target scale."""
+        return self.objectives.get(task, CLASSIFICATION)
 
     def fit(
         self,
@@ -148,36 +172,63 @@ class LocalWork:
         epochs: int | None = None,
         settings: TrainSettings | None = None,
         anchored: bool = True,
+        weighted: bool = True,
     ) -> dict[str, float]:
-        """Train ``keys`` of ``model`` on the train split; return loss and example count.
+        """Train ``keys`` of ``model`` on every task's train split; return the train metrics.
 
         ``settings`` (default: the round's) with ``epochs`` if given. ``anchored``
         adds the proximal term towards the received arrays when the settings'
         ``proximal_mu`` is above 0 (FedProx; Ditto's personal model).
+        ``weighted`` uses the client's task weighting (else ``equal``). The
+        metrics are ``loss`` and ``num-examples``; a client holding several
+        tasks adds each task's as ``"<task>/<name>"`` and the gradient cosines
+        (``fedmtl.records.pack_task_metrics``, ``cosine_metric``).
         """
         settings = settings or self.settings
         if epochs is not None:
             settings = dataclasses.replace(settings, epochs=epochs)
         reference = self.reference if anchored and settings.proximal_mu > 0 else None
-        data = self.data
-        return train_local(
-            model, data.task, data.x_train, data.y_train, settings, set(keys), reference,
-            self.device, features=self.cached_features("train", model), objective=self.objective,
+        parts = [
+            TaskInputs(
+                data.task, data.x_train, data.y_train, self.objective(data.task),
+                self.cached_features(data, "train", model),
+            )
+            for data in self.tasks
+        ]  # fmt: skip
+        result = train_tasks(
+            model, parts, settings, set(keys), self.weighting if weighted else None, reference,
+            self.device,
         )  # fmt: skip
+        return fit_metrics(result)
 
     def test(self, model: MultiTaskModel, head_epochs: int = 0) -> dict[str, float]:
-        """Loss, the task kind's metrics and example count of ``model`` on the test split.
+        """Loss, each task kind's metrics and example counts of ``model`` on the test splits.
 
-        With ``head_epochs > 0`` a copy of the task's head is first fine-tuned
-        that long on the train split (the model's own head may be the frozen
-        one of the initial model, shared by every fresh copy).
+        With ``head_epochs > 0`` copies of the tasks' heads are first fine-tuned
+        that long on the train splits (the model's own heads may be the frozen
+        ones of the initial model, shared by every fresh copy). A client holding
+        several tasks reports them as ``pack_task_metrics`` does.
         """
-        task = self.data.task
         if head_epochs > 0:
-            model.heads[task] = copy.deepcopy(model.heads[task])
-            self.fit(model, self.head_keys(model), epochs=head_epochs, anchored=False)
-        features = self.cached_features("test", model)
-        return evaluate(
-            model, task, self.data.x_test, self.data.y_test, self.device,
-            features=features, objective=self.objective,
-        )  # fmt: skip
+            for data in self.tasks:
+                model.heads[data.task] = copy.deepcopy(model.heads[data.task])
+            self.fit(
+                model, self.head_keys(model), epochs=head_epochs, anchored=False, weighted=False
+            )
+        by_task = {}
+        for data in self.tasks:
+            by_task[data.task] = evaluate(
+                model, data.task, data.x_test, data.y_test, self.device,
+                features=self.cached_features(data, "test", model),
+                objective=self.objective(data.task),
+            )  # fmt: skip
+        return pack_task_metrics(by_task)
+
+
+def fit_metrics(result: JointResult) -> dict[str, float]:
+    """A fit's metrics: ``loss`` and ``num-examples``, per task and cosines for several tasks."""
+    if len(result.tasks) == 1:
+        return dict(next(iter(result.tasks.values())))
+    metrics = pack_task_metrics(result.tasks)
+    metrics.update({cosine_metric(a, b): value for (a, b), value in result.cosines.items()})
+    return metrics

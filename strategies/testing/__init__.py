@@ -43,11 +43,18 @@ from strategies.testing.conformance import (
     check_deterministic,
     check_identical_replies_keep_weights,
     check_sample_weights_respected,
+    check_several_task_clients,
     check_state_survives_checkpoint,
     check_task_groups_separate,
     check_task_scope_robust,
 )
-from strategies.testing.fakes import FakeGrid, error_reply, server_identity, train_reply
+from strategies.testing.fakes import (
+    FakeGrid,
+    error_reply,
+    multitask_train_reply,
+    server_identity,
+    train_reply,
+)
 from strategies.testing.traits import BUILTIN_TRAITS, traits_of
 
 __all__ = [
@@ -59,10 +66,12 @@ __all__ = [
     "check_deterministic",
     "check_identical_replies_keep_weights",
     "check_sample_weights_respected",
+    "check_several_task_clients",
     "check_state_survives_checkpoint",
     "check_task_groups_separate",
     "check_task_scope_robust",
     "error_reply",
+    "multitask_train_reply",
     "server_identity",
     "train_reply",
     "traits_of",

@@ -12,6 +12,7 @@ say the check does not apply.
 Every round a check plays must give usable arrays: ``ScopedStrategy`` checks
 what the strategy returns (the keys, shapes and dtypes sent, finite values)
 before anything is sent, and a round it skips fails the check with the reason.
+One check (:func:`check_several_task_clients`) adds a client holding both tasks.
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ from flwr.serverapp import Grid
 from fedmtl.records import ARRAYS, TASK_ARRAYS, NDArrays, from_record, to_record
 from strategies.registry import Sampling, build_strategy
 from strategies.scoped import ScopedOptions, ScopedStrategy
-from strategies.testing.fakes import CLIENT_ID_OFFSET, FakeGrid, server_identity, train_reply
+from strategies.testing.fakes import (
+    CLIENT_ID_OFFSET,
+    FakeGrid,
+    multitask_train_reply,
+    server_identity,
+    train_reply,
+)
 from strategies.testing.traits import ROBUST, WEIGHTED_MEAN, traits_of
 
 SEED = 1234
@@ -64,10 +71,24 @@ def initial_task_arrays() -> dict[str, NDArrays]:
     }
 
 
-def new_scoped(name: str, options: Options) -> ScopedStrategy:
-    """A fresh ``ScopedStrategy`` around ``build_strategy(name, options)``."""
+def head_task_arrays() -> dict[str, NDArrays]:
+    """Task-scope arrays of tasks ``a`` and ``b`` with disjoint keys (``heads.<task>.``)."""
+    return {
+        task: {f"heads.{task}.weight": np.full((2, 3), value, dtype=F32)}
+        for task, value in (("a", 1.0), ("b", -1.0))
+    }
+
+
+def new_scoped(
+    name: str, options: Options, task_arrays: Mapping[str, NDArrays] | None = None
+) -> ScopedStrategy:
+    """A fresh ``ScopedStrategy`` around ``build_strategy(name, options)``.
+
+    Its task-scope arrays are ``task_arrays`` (default :func:`initial_task_arrays`).
+    """
     inner = build_strategy(name, options, SAMPLING)
-    tasks = {task: to_record(arrays) for task, arrays in initial_task_arrays().items()}
+    start = initial_task_arrays() if task_arrays is None else task_arrays
+    tasks = {task: to_record(arrays) for task, arrays in start.items()}
     return ScopedStrategy(inner, task_arrays=tasks, options=ScopedOptions(query_timeout=1.0))
 
 
@@ -434,6 +455,87 @@ def check_task_scope_robust(name: str, options: Options = None, *, traits: Trait
     )
 
 
+# Run A: node 1 holds both tasks. Run B: node 1 holds "a" and node 5 (client id
+# 100, listed before node 3's 103 as node 1's 101 is) plays node 1's part of "b".
+SEVERAL: dict[int, str | tuple[str, ...]] = {1: ("a", "b"), 2: "a", 3: "b"}
+SPLIT: dict[int, str | tuple[str, ...]] = {1: "a", 2: "a", 3: "b", 5: "b"}
+TASK_EXAMPLES: dict[int, dict[str, int]] = {1: {"a": 2, "b": 6}, 2: {"a": 3}, 3: {"b": 4}}
+
+
+def _own_step(node: int, task: str, arrays: NDArrays, server_round: int) -> NDArrays:
+    """Node ``node``'s step on ``task``'s task arrays (the same whoever plays it)."""
+    return _shifted(arrays, 1000 * server_round + 10 * node + (task == "b"))
+
+
+def _part(arrays: NDArrays, task: str) -> NDArrays:
+    return {k: v for k, v in arrays.items() if k.startswith(f"heads.{task}.")}
+
+
+def check_several_task_clients(
+    name: str, options: Options = None, *, traits: Traits = None
+) -> None:
+    """(h) A client holding both tasks gets both tasks' arrays; each task averages its holders.
+
+    Node 1 holds tasks ``a`` and ``b`` (own examples 2 and 6), nodes 2 and 3 one
+    task each. Whatever the task rule, each task's aggregate must equal the one
+    of a run where node 1's two task parts come from two one-task clients with
+    those examples; and in round 2 node 1 must receive both new aggregates.
+    """
+
+    def several(node: int, task: str, instruction: Message, server_round: int) -> Message:
+        shared, task_arrays = received(instruction)
+        assert task_arrays is not None, f"node {node} got no task arrays"
+        held = SEVERAL[node]
+        tasks = (held,) if isinstance(held, str) else held
+        want = {k for t in tasks for k in head_task_arrays()[t]}
+        assert set(task_arrays) == want, (
+            f"'{name}': node {node} holding {list(tasks)} got task arrays {sorted(task_arrays)}"
+        )
+        stepped = {
+            k: v
+            for t in tasks
+            for k, v in _own_step(node, t, _part(task_arrays, t), server_round).items()
+        }
+        return multitask_train_reply(
+            node,
+            TASK_EXAMPLES[node],
+            _shifted(shared, 1000 * server_round + node),
+            stepped,
+            client_id=CLIENT_ID_OFFSET + node,
+        )
+
+    def split(node: int, task: str, instruction: Message, server_round: int) -> Message:
+        shared, task_arrays = received(instruction)
+        assert task_arrays is not None, f"node {node} got no task arrays"
+        source = 1 if node == 5 else node
+        return train_reply(
+            node,
+            task,
+            TASK_EXAMPLES[source][task],
+            _shifted(shared, 1000 * server_round + node),
+            _own_step(source, task, task_arrays, server_round),
+            client_id=100 if node == 5 else CLIENT_ID_OFFSET + node,
+        )
+
+    runs = []
+    for nodes, respond in ((SEVERAL, several), (SPLIT, split)):
+        with server_identity(), seeded():
+            strategy = new_scoped(name, options, head_task_arrays())
+            grid = FakeGrid(nodes, client_ids={5: 100})
+            play_round(strategy, grid, 1, initial_shared(), respond)
+            tasks = task_state(strategy)
+            messages = strategy.configure_train(
+                2, to_record(initial_shared()), ConfigRecord(), cast(Grid, grid)
+            )
+            sent = {m.metadata.dst_node_id: received(m)[1] for m in messages}
+        runs.append(tasks)
+        first = sent.get(1)
+        assert first is not None, f"'{name}': node 1 got no task arrays in round 2"
+        want = {**tasks["a"], **tasks["b"]} if nodes is SEVERAL else tasks["a"]
+        _assert_same(first, want, f"'{name}': task arrays sent to node 1 in round 2", True)
+    _assert_tasks(runs[0], runs[1], f"'{name}': a client holding two tasks vs two clients")
+
+
 Check = Callable[..., None]
 CHECKS: dict[str, Check] = {
     "identical-replies-keep-weights": check_identical_replies_keep_weights,
@@ -443,6 +545,7 @@ CHECKS: dict[str, Check] = {
     "deterministic": check_deterministic,
     "state-survives-checkpoint": check_state_survives_checkpoint,
     "task-scope-robust": check_task_scope_robust,
+    "several-task-clients": check_several_task_clients,
 }
 
 
@@ -494,3 +597,7 @@ class StrategyConformance:
     def test_task_scope_robust(self) -> None:
         """(g) Robust strategies aggregate the task scope with their own rule."""
         self._run(check_task_scope_robust)
+
+    def test_several_task_clients(self) -> None:
+        """(h) A client holding two tasks is in both task groups, and only there."""
+        self._run(check_several_task_clients)

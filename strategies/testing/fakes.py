@@ -8,7 +8,7 @@ process-wide ``TaskIdentity``; :func:`server_identity` sets it for a block.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -16,7 +16,17 @@ import numpy.typing as npt
 from flwr.app import ConfigRecord, Error, Message, MessageType, Metadata, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedmtl.records import CLIENT, CONFIG, QUERY_KEY, ClientInfo, reply_content, to_record
+from fedmtl.records import (
+    CLIENT,
+    CONFIG,
+    NUM_EXAMPLES,
+    QUERY_KEY,
+    ClientInfo,
+    cosine_metric,
+    pack_task_metrics,
+    reply_content,
+    to_record,
+)
 
 SERVER_NODE = 0
 CLIENT_ID_OFFSET = 100  # FakeGrid answers queries with client id = node id + 100
@@ -107,6 +117,48 @@ def train_reply(
     return reply(node_id, content, MessageType.TRAIN)
 
 
+def multitask_train_reply(
+    node_id: int,
+    examples: Mapping[str, float],
+    shared: Mapping[str, npt.NDArray[np.generic]],
+    task_arrays: Mapping[str, npt.NDArray[np.generic]] | None = None,
+    losses: Mapping[str, float] | None = None,
+    client_id: int | None = None,
+    cosines: Mapping[tuple[str, str], float] | None = None,
+) -> Message:
+    """A train reply of a client holding the tasks of ``examples`` (in that order).
+
+    Parameters
+    ----------
+    node_id : int
+        The replying node.
+    examples : mapping of str to float
+        Each task's own ``num-examples``; the metrics are packed as the ClientApp
+        packs them (:func:`fedmtl.records.pack_task_metrics`).
+    shared, task_arrays : mapping of str to ndarray
+        The shared scope and, if given, the merged task scope of every task held.
+    losses : mapping of str to float, optional
+        Each task's ``loss`` (default 0.5).
+    client_id : int, optional
+        Defaults to ``node_id``.
+    cosines : mapping of (str, str) to float, optional
+        Gradient cosines of task pairs (``grad-cosine/<a>/<b>`` metrics).
+    """
+    by_task = {
+        task: {NUM_EXAMPLES: float(n), "loss": (losses or {}).get(task, 0.5)}
+        for task, n in examples.items()
+    }
+    metrics = pack_task_metrics(by_task)
+    metrics.update({cosine_metric(a, b): value for (a, b), value in (cosines or {}).items()})
+    content = reply_content(
+        ClientInfo.holding(node_id if client_id is None else client_id, list(examples)),
+        metrics,
+        shared=to_record(shared),
+        task=to_record(task_arrays) if task_arrays is not None else None,
+    )
+    return reply(node_id, content, MessageType.TRAIN)
+
+
 def evaluate_reply(
     node_id: int, task: str, num_examples: int, loss: float, accuracy: float
 ) -> Message:
@@ -128,22 +180,33 @@ class FakeGrid:
 
     Parameters
     ----------
-    node_tasks : mapping of int to str
-        Node id to the task the node answers QUERY messages with (client id is
-        node id + 100).
+    node_tasks : mapping of int to str or sequence of str
+        Node id to the task (or the tasks, for a client holding several) the
+        node answers QUERY messages with (client id is node id + 100).
     silent : iterable of int
         Nodes that answer queries with an error.
     client_ids : mapping of int to int, optional
         Node id to the client id it reports (default: node id + 100).
+
+    Attributes
+    ----------
+    node_tasks : dict of int to str
+        Node id to its (first) task.
+    node_held : dict of int to tuple of str
+        Node id to every task it holds.
     """
 
     def __init__(
         self,
-        node_tasks: Mapping[int, str],
+        node_tasks: Mapping[int, str | Sequence[str]],
         silent: Iterable[int] = (),
         client_ids: Mapping[int, int] | None = None,
     ) -> None:
-        self.node_tasks = dict(node_tasks)
+        self.node_held = {
+            node: (tasks,) if isinstance(tasks, str) else tuple(tasks)
+            for node, tasks in node_tasks.items()
+        }
+        self.node_tasks = {node: tasks[0] for node, tasks in self.node_held.items()}
         self.silent = set(silent)
         self.client_ids = dict(client_ids or {})
         self.queries: list[Message] = []
@@ -166,7 +229,7 @@ class FakeGrid:
                 replies.append(error_reply(node, "offline", MessageType.QUERY))
                 continue
             client = self.client_ids.get(node, CLIENT_ID_OFFSET + node)
-            info = ClientInfo(client_id=client, task=self.node_tasks[node])
+            info = ClientInfo.holding(client, self.node_held[node])
             content = RecordDict({CLIENT: info.to_record()})
             replies.append(reply(node, content, MessageType.QUERY))
         return replies

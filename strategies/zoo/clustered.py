@@ -21,6 +21,15 @@ Groups are remembered by client id (the ``"client"`` record of each reply, and
 ``client_of`` of the grid ``ScopedStrategy`` hands in), not by node id, which
 changes when a federation restarts: a resumed run keeps its groups.
 
+Clustering ignores tasks: a client holding several tasks sends one shared
+update and joins one group, like any other client (its task-scope arrays are
+still split and averaged per task by ``ScopedStrategy``).
+
+Each round's train metrics (the run's ``strategy`` metrics in ``metrics.jsonl``)
+hold ``num-clusters`` and the membership: ``cluster-of/<client-id>`` is the
+group (0, 1, ... in order of the first member by client id) the client joined
+this round, so which tasks end up together can be read beside the client rows.
+
 Wire keys: reads the shared ``"arrays"``, ``"metrics"`` (``num-examples``) and
 the ``"client"`` record (``client-id``);
 sends FedAvg's messages with ``"arrays"`` replaced per node by its group's model.
@@ -111,6 +120,15 @@ def _client_id(reply: Message) -> int:
         return ClientInfo.from_content(reply.content).client_id
     except (KeyError, TypeError, ValueError):
         return int(reply.metadata.src_node_id)
+
+
+#: Train-metric key prefix of a client's group this round: ``cluster-of/<client-id>``.
+CLUSTER_OF = "cluster-of"
+
+
+def membership_metrics(clients: Sequence[int], labels: Sequence[int]) -> dict[str, int]:
+    """``{"cluster-of/<client-id>": label}`` of one round's clustering."""
+    return {f"{CLUSTER_OF}/{c}": int(label) for c, label in zip(clients, labels, strict=True)}
 
 
 @register("clustered")
@@ -212,4 +230,6 @@ class ClusteredFedAvg(FedAvg):
         overall, metrics = super().aggregate_train(server_round, replies)  # FedAvg's global mean
         if metrics is not None:
             metrics["num-clusters"] = len(self.last_groups)
+            for key, label in membership_metrics(clients, labels).items():
+                metrics[key] = label
         return overall, metrics

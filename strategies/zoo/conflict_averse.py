@@ -18,9 +18,14 @@ encoders with a conflict-averse solve, this strategy:
 With one task (or no conflict to resolve) nothing is solved and the result is
 FedAvg's. Non-float arrays (counters) are averaged as FedAvg does.
 
+A client holding ``k`` tasks counts in the mean update of each of its tasks,
+with its examples split equally (weight ``n_i / k`` in each): its one shared
+update is its contribution to every task it trains (a stock reply carries only
+the total ``num-examples``). A client holding one task has weight ``n_i``.
+
 Wire keys: reads the shared ``"arrays"``, ``"metrics"`` (``num-examples``) and
-the ``"client"`` ConfigRecord (``task``) that ``ScopedStrategy`` keeps in each
-reply; sends what FedAvg sends. Client side: nothing beyond plain training.
+the ``"client"`` ConfigRecord (``task``, ``tasks``) that ``ScopedStrategy``
+keeps in each reply; sends what FedAvg sends. Client side: nothing beyond plain training.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from scipy.optimize import minimize
 
 from fedmtl.records import (
     ARRAYS,
-    CLIENT,
+    ClientInfo,
     from_record,
     reply_examples,
     to_record,
@@ -144,15 +149,19 @@ class ConflictAverseFedAvg(FedAvg):
 def _task_mean_updates(
     replies: list[Message], current: dict[str, npt.NDArray[Any]], keys: list[str]
 ) -> dict[str, Vector]:
-    """Per task: the sample-weighted mean of (client arrays - current), flattened."""
+    """Per task: the sample-weighted mean of (client arrays - current), flattened.
+
+    A client holding ``k`` tasks is in each of its tasks' means with weight ``n / k``.
+    """
     sums: dict[str, Vector] = {}
     totals: dict[str, float] = defaultdict(float)
     base = np.concatenate([current[k].ravel().astype(np.float64) for k in keys])
     for reply in replies:
-        task = str(reply.content.config_records[CLIENT]["task"])
-        weight = reply_examples(reply.content)
+        tasks = ClientInfo.from_content(reply.content).tasks
+        weight = reply_examples(reply.content) / len(tasks)
         arrays = from_record(reply.content.array_records[ARRAYS])
         flat = np.concatenate([arrays[k].ravel().astype(np.float64) for k in keys])
-        sums[task] = sums.get(task, np.zeros_like(base)) + weight * (flat - base)
-        totals[task] += weight
+        for task in tasks:
+            sums[task] = sums.get(task, np.zeros_like(base)) + weight * (flat - base)
+            totals[task] += weight
     return {t: sums[t] / totals[t] for t in sums if totals[t] > 0}
