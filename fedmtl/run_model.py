@@ -79,6 +79,37 @@ def run_scopes(cfg: ExperimentConfig) -> dict[str, str]:
     return assign_scopes(model.state_dict().keys(), rules)
 
 
+def check_task_scope(cfg: ExperimentConfig) -> None:
+    """With clients holding several tasks, the task scope may hold task heads only.
+
+    A client has one backbone; a backbone entry in the task scope would give
+    it one copy per task it holds.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``scope-task`` and the entries that are not a task's head.
+    """
+    try:
+        several = any(len(tasks) > 1 for tasks in partition_spec(cfg).assignment())
+    except ValueError:
+        return  # an assignment error is the data check's to report, naming its key
+    if not several:
+        return
+    heads = tuple(f"heads.{task}." for task in cfg.tasks)
+    shared_by_tasks = [
+        k for k, s in run_scopes(cfg).items() if s == "task" and not k.startswith(heads)
+    ]
+    if shared_by_tasks:
+        raise ConfigError(
+            "scope-task",
+            f"clients hold several tasks but one backbone, so the task scope may hold task "
+            f"heads only (heads.*); it also matches {shared_by_tasks[:3]}"
+            f"{' ...' if len(shared_by_tasks) > 3 else ''}: put those in scope-shared or "
+            "scope-local",
+        )
+
+
 def check_run_inputs(cfg: ExperimentConfig) -> None:
     """Load every client's data and the initial model once, before any runtime starts.
 
@@ -94,6 +125,7 @@ def check_run_inputs(cfg: ExperimentConfig) -> None:
         ``backbone``, ``backbone-options`` or ``pretrained``.
     """
     clients = _check_data(cfg)
+    check_task_scope(cfg)
     try:
         model = initial_model(cfg)
     except BackboneOptionError as exc:

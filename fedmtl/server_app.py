@@ -40,7 +40,7 @@ from fedmtl.results import (
     format_task_table,
 )
 from fedmtl.results.rebuild import write_run_outputs, write_summary
-from fedmtl.run_model import fresh_model, run_scopes
+from fedmtl.run_model import check_task_scope, fresh_model, run_scopes
 from fedmtl.scopes import keys_in, task_relevant
 from strategies import ScopedStrategy
 from strategies.scoped import NotEnoughNodesError, ScopedOptions
@@ -183,6 +183,7 @@ def run_server(
     cfg = resolved(cfg)  # the strategy's scope preset, as the clients apply it
     random.seed(cfg.seed)  # Flower samples nodes with the global `random`
     np.random.seed(cfg.seed)
+    check_task_scope(cfg)
     shared, per_task = initial_arrays(cfg)
     inner = build_inner_strategy(cfg)
     strategy = ScopedStrategy(

@@ -168,3 +168,40 @@ def test_a_supernode_with_an_unregistered_key_is_refused(tmp_path: Path) -> None
         nodes = json.loads(listing)["nodes"]
         assert [n["status"] for n in nodes] == ["online"]  # the intruder never joined
     _assert_all_ended(federation)
+
+
+def test_devices_holding_two_tasks_each_give_the_in_process_numbers(
+    tmp_path: Path, server_identity: None
+) -> None:
+    # Prepare: 3 devices, each holding two of the three tasks in two local files
+    # (node config: task='a,b' with data-path-a and data-path-b), heads task-shared
+    options = DeployOptions(
+        workdir=tmp_path / "deploy",
+        nodes=3,
+        overrides=(
+            "num-rounds=2",
+            "tasks-per-client=2",
+            'scope-task=["heads.*"]',
+            'scope-local=["*.num_batches_tracked"]',
+            'scope-shared=["backbone.*"]',
+            'task-weighting="uncertainty"',
+        ),
+    )
+    with LocalFederation(options) as federation:
+        federation.launch()
+        assert all(len(device.tasks) == 2 for device in federation.devices)
+        reference = _reference_run(federation, tmp_path / "reference")
+
+        # Execute
+        run_dir = federation.wait_run(federation.submit(), RUN_TIMEOUT_S)
+
+    # Assert: one row per device per task, exactly the in-process numbers
+    _assert_all_ended(federation)
+    deployed = read_metrics(run_dir / METRICS_FILE)
+    assert _per_client(deployed) == _per_client(reference)
+    assert not any(r["failures"] or r["rejected"] for r in deployed)
+    rows = deployed[-1]["evaluate"]["clients"]
+    assert len(rows) == 6
+    assert sorted({r["client-id"] for r in rows}) == [0, 1, 2]
+    assert {r["task"] for r in rows} == {"digit", "parity", "ge5"}
+    assert deployed[-1]["client-task-similarity"]  # the devices' gradient cosines arrived

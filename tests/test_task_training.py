@@ -210,3 +210,16 @@ def test_distinct_tasks_required() -> None:
     with pytest.raises(ValueError, match="distinct"):
         train_tasks(model, [TaskInputs("digit", x, y)] * 2, TrainSettings(), _all(model))
     assert isinstance(make_weighting("equal", ["a"], WeightingOptions(), 0), TaskWeighting)
+
+
+def test_a_backbone_entry_in_the_task_scope_is_refused_with_several_tasks_per_client() -> None:
+    from fedmtl.config import ConfigError, build_config
+    from fedmtl.run_model import check_task_scope
+
+    several = build_config({"tasks-per-client": 2, "scope-task": ["heads.*", "backbone.proj.*"]})
+    with pytest.raises(ConfigError) as info:
+        check_task_scope(several)
+    assert info.value.key == "scope-task"
+    assert "backbone.proj" in str(info.value)
+    check_task_scope(build_config({"tasks-per-client": 2, "scope-task": ["heads.*"]}))
+    check_task_scope(build_config({"scope-task": ["heads.*", "backbone.proj.*"]}))  # one task each

@@ -137,6 +137,11 @@ def client_comparison_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 def format_client_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """:func:`client_comparison_rows` as CSV, one line per strategy, client and task."""
     columns = ["strategy", "client-id", "task", "metric", "seeds", "value", "gain", "better"]
+    return _csv(rows, columns)
+
+
+def _csv(rows: Sequence[Mapping[str, Any]], columns: list[str]) -> str:
+    """``rows`` as CSV with ``columns`` (a missing value: empty)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -235,12 +240,7 @@ def format_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     columns = ["strategy", "task", "seeds"]
     stats = [f"{m}-{s}" for m in metrics for s in STATISTICS]
     columns += [c for stat in stats for c in (stat, f"{stat}-sd")] + ["gain"]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: row.get(c) for c in columns})
-    return out.getvalue()
+    return _csv(rows, columns)
 
 
 def write_comparison_report(folder: Path) -> list[Path]:

@@ -284,14 +284,7 @@ def check_task_groups_separate(
 
     runs = []
     for respond in (honest, loud_a):
-        with server_identity(), seeded():
-            strategy, grid = new_scoped(name, options), FakeGrid(NODES)
-            play_round(strategy, grid, 1, initial_shared(), respond)
-            tasks = task_state(strategy)
-            messages = strategy.configure_train(
-                2, to_record(initial_shared()), ConfigRecord(), cast(Grid, grid)
-            )
-            sent = {m.metadata.dst_node_id: received(m)[1] for m in messages}
+        tasks, sent = _round_then_sent(new_scoped(name, options), FakeGrid(NODES), respond)
         runs.append(tasks)
         for node, task in NODES.items():
             got = sent.get(node)
@@ -519,21 +512,28 @@ def check_several_task_clients(
 
     runs = []
     for nodes, respond in ((SEVERAL, several), (SPLIT, split)):
-        with server_identity(), seeded():
-            strategy = new_scoped(name, options, head_task_arrays())
-            grid = FakeGrid(nodes, client_ids={5: 100})
-            play_round(strategy, grid, 1, initial_shared(), respond)
-            tasks = task_state(strategy)
-            messages = strategy.configure_train(
-                2, to_record(initial_shared()), ConfigRecord(), cast(Grid, grid)
-            )
-            sent = {m.metadata.dst_node_id: received(m)[1] for m in messages}
+        strategy = new_scoped(name, options, head_task_arrays())
+        tasks, sent = _round_then_sent(strategy, FakeGrid(nodes, client_ids={5: 100}), respond)
         runs.append(tasks)
         first = sent.get(1)
         assert first is not None, f"'{name}': node 1 got no task arrays in round 2"
         want = {**tasks["a"], **tasks["b"]} if nodes is SEVERAL else tasks["a"]
         _assert_same(first, want, f"'{name}': task arrays sent to node 1 in round 2", True)
     _assert_tasks(runs[0], runs[1], f"'{name}': a client holding two tasks vs two clients")
+
+
+def _round_then_sent(
+    strategy: ScopedStrategy, grid: FakeGrid, respond: Respond
+) -> tuple[dict[str, NDArrays], dict[int, NDArrays | None]]:
+    """Play round 1 with ``respond``; the task state, and each node's task arrays of round 2."""
+    with server_identity(), seeded():
+        play_round(strategy, grid, 1, initial_shared(), respond)
+        tasks = task_state(strategy)
+        messages = strategy.configure_train(
+            2, to_record(initial_shared()), ConfigRecord(), cast(Grid, grid)
+        )
+        sent = {m.metadata.dst_node_id: received(m)[1] for m in messages}
+    return tasks, sent
 
 
 Check = Callable[..., None]
