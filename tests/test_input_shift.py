@@ -18,6 +18,7 @@ from fedmtl.data.shifts import (
     noise,
     rotate,
     shift_inputs,
+    shifts_for,
 )
 from tests.federation_helpers import one_task_federation
 
@@ -85,8 +86,8 @@ def test_noise_is_seeded_and_has_the_configured_std() -> None:
     np.testing.assert_array_equal(noise(x, 0.0, 0.4, _rng(), RANGE01), x)
 
 
-@pytest.mark.parametrize("name", INPUT_SHIFTS.names())
-def test_every_shift_keeps_shape_and_leaves_its_input_alone(name: str) -> None:
+@pytest.mark.parametrize("name", shifts_for("image"))
+def test_every_image_shift_keeps_shape_and_leaves_its_input_alone(name: str) -> None:
     x = np.random.default_rng(1).random((3, 1, 4, 4)).astype(np.float32)
     before = x.copy()
     strength = INPUT_SHIFTS.get(name).max_strength or 1.0
@@ -98,8 +99,33 @@ def test_every_shift_keeps_shape_and_leaves_its_input_alone(name: str) -> None:
     np.testing.assert_array_equal(x, before)
 
 
+@pytest.mark.parametrize("name", shifts_for("text"))
+def test_every_text_shift_keeps_its_texts_type_and_labels_alone(name: str) -> None:
+    x = np.empty(3, dtype=object)
+    x[:] = ["Every word here", "may change", "or not, 1 2 3"]
+    before = x.tolist()
+    strength = INPUT_SHIFTS.get(name).max_strength or 1.0
+    out = shift_inputs(
+        name, x, level=1.0, strength=strength, seed=0, client_id=0, split=0, value_range=(0, 0)
+    )
+    assert out.shape == x.shape and out.dtype == object
+    assert all(isinstance(t, str) for t in out) and out.tolist() != before
+    assert x.tolist() == before
+
+
 def test_choices_are_none_and_the_registry() -> None:
-    assert list(SHIFT_CHOICES) == ["none", "contrast", "invert", "noise", "rotate"]
+    assert list(SHIFT_CHOICES) == [
+        "none",
+        "contrast",
+        "invert",
+        "noise",
+        "rotate",
+        "typos",
+        "vocabulary",
+    ]
+    assert shifts_for("image") == ["contrast", "invert", "noise", "rotate"]
+    assert shifts_for("vector") == ["noise"]
+    assert shifts_for("text") == ["typos", "vocabulary"]
     assert "rotate" in SHIFT_CHOICES and "none" in SHIFT_CHOICES and "rot" not in SHIFT_CHOICES
 
 
@@ -186,6 +212,24 @@ def test_the_default_spec_leaves_inputs_as_loaded() -> None:
 # --- config ----------------------------------------------------------------------
 
 
+def test_text_shift_config_reaches_the_partition_spec() -> None:
+    cfg = build_config(
+        {
+            "dataset": "wordnet-fortunes",
+            "tasks": ["noun-supersense"],
+            "input-shift": "vocabulary",
+            "input-shift-strength": 0.5,
+            "input-shift-groups": 2,
+        }
+    )
+    spec = partition_spec(cfg)
+    assert (spec.input_shift, spec.input_shift_strength, spec.input_shift_groups) == (
+        "vocabulary",
+        0.5,
+        2,
+    )
+
+
 def test_config_keys_reach_the_partition_spec() -> None:
     cfg = build_config(
         {"input-shift": "contrast", "input-shift-strength": 0.5, "input-shift-groups": 3}
@@ -222,7 +266,32 @@ def test_config_keys_reach_the_partition_spec() -> None:
                 "input-shift-strength": 10.0,
             },
             "input-shift",
-            "text inputs",
+            r"text inputs: use one of \['none', 'typos', 'vocabulary'\]",
+        ),
+        (
+            {"input-shift": "typos", "input-shift-strength": 0.3},
+            "input-shift",
+            r"\['text'\] inputs, but dataset 'digits' has image inputs: use one of \['none', "
+            r"'contrast', 'invert', 'noise', 'rotate'\]",
+        ),
+        (
+            {
+                "dataset": "wordnet-fortunes",
+                "tasks": ["noun-supersense"],
+                "input-shift": "typos",
+                "input-shift-strength": 1.5,
+            },
+            "input-shift-strength",
+            r"<= 1.0 \(the largest per-word typo probability",
+        ),
+        (
+            {
+                "dataset": "wordnet-fortunes",
+                "tasks": ["noun-supersense"],
+                "input-shift": "vocabulary",
+            },
+            "input-shift-strength",
+            "strength > 0",
         ),
     ],
 )

@@ -35,6 +35,7 @@ from fedmtl.results import RunDirectory
 from fedmtl.run_model import run_scopes
 from fedmtl.scopes import keys_in
 from fedmtl.server_app import run_server
+from strategies import available_strategies
 from tests.e2e_helpers import small
 from tests.factories import SERVER_NODE
 from tests.inprocess_grid import InProcessGrid, device_context
@@ -155,3 +156,37 @@ def test_each_task_head_is_averaged_over_exactly_its_holders(
     # a client's reply identity lists its tasks
     content = replies[(MessageType.TRAIN, 1, 0)].content
     assert list(content.config_records[CLIENT]["tasks"]) == ["digit", "parity"]
+
+
+@pytest.mark.parametrize("strategy", available_strategies())
+def test_every_strategy_runs_clients_holding_two_tasks(
+    strategy: str, tmp_path: Path, server_identity: None
+) -> None:
+    """One round in process: no failure or rejection, one evaluate row per client per task.
+
+    Batch-norm running statistics stay local: a server optimizer's first step
+    (fedadagrad, eta 0.1) can push a shared running variance below 0, which turns
+    every client's outputs to NaN whatever tasks it holds (those replies are
+    rejected as non-finite).
+    """
+    cfg = resolve_run(
+        small(
+            tmp_path,
+            **{
+                "strategy": strategy,
+                "tasks": TASKS,
+                "num-clients": 3,
+                "tasks-per-client": 2,
+                "num-rounds": 1,
+                "scope-local": ["heads.*", "*.num_batches_tracked", "*.running_*"],
+            },
+        )
+    )
+    contexts = {100 + c: device_context(100 + c, {"partition-id": c}) for c in range(3)}
+    run = RunDirectory.create(cfg)
+    run_server(InProcessGrid(contexts, cfg), cfg, run)
+    last = run.rounds()[-1]
+    assert not last.failures and not last.rejected and not last.skipped, strategy
+    rows = sorted((r.client_id, r.task) for r in last.evaluate.clients)
+    held = {(c, TASKS[(c + j) % 3]) for c in range(3) for j in range(2)}
+    assert rows == sorted(held)

@@ -174,7 +174,7 @@ def test_no_shared_parameters_no_cosines_heads_still_train() -> None:
 
 
 def test_weighting_scales_the_shared_gradient_by_hand() -> None:
-    """fixed weights (3, 0) over 2 tasks: the body moves by 3 / 2 * lr * dLoss_a/dW, b not at all."""
+    """fixed weights (3, 0) over 2 tasks: the body moves 3 / 2 * lr * dLoss_a/dW, b not at all."""
     parts, model = _cosine_data()
     body = {"backbone.body.weight"}
     weighting = make_weighting(

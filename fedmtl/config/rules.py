@@ -5,8 +5,9 @@ from __future__ import annotations
 from fedmtl.config.schema import ConfigError, ExperimentConfig, suggest
 from fedmtl.data import get_dataset_spec
 from fedmtl.data.assignment import AssignmentError, assign_tasks, parse_client_tasks
+from fedmtl.data.label_noise import LabelNoiseError, check_label_noise
 from fedmtl.data.registry import DatasetOptionError
-from fedmtl.data.shifts import INPUT_SHIFTS
+from fedmtl.data.shifts import INPUT_SHIFTS, shifts_for
 from fedmtl.models import BackboneOptionError, check_backbone
 from fedmtl.poisoning import ATTACKS
 from fedmtl.registry import RegistryError
@@ -26,6 +27,7 @@ def validate_cross_keys(cfg: ExperimentConfig) -> None:
     _check_scope_patterns(cfg)
     _check_client_counts(cfg)
     _check_input_shift(cfg)
+    _check_label_noise(cfg)
     _check_task_weights(cfg)
     if cfg.checkpoint_every > 0 and cfg.client_state == "memory":
         raise ConfigError(
@@ -101,6 +103,17 @@ def _check_task_assignment(cfg: ExperimentConfig) -> None:
         )
     except AssignmentError as exc:
         raise ConfigError(exc.key, str(exc)) from None
+
+
+def _check_label_noise(cfg: ExperimentConfig) -> None:
+    """``label-noise``: run tasks, levels finite, >= 0, <= 1 for a classification."""
+    if not cfg.label_noise:
+        return
+    specs = get_dataset_spec(cfg.dataset, cfg.dataset_options).tasks
+    try:
+        check_label_noise(cfg.label_noise, cfg.tasks, specs)
+    except LabelNoiseError as exc:
+        raise ConfigError("label-noise", str(exc)) from None
 
 
 def _check_task_weights(cfg: ExperimentConfig) -> None:
@@ -180,7 +193,7 @@ def _check_input_shift(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             "input-shift",
             f"'{cfg.input_shift}' shifts {list(shift.input_kinds)} inputs, but dataset "
-            f"'{cfg.dataset}' has {kind} inputs",
+            f"'{cfg.dataset}' has {kind} inputs: use one of {['none', *shifts_for(kind)]}",
         )
     high = shift.max_strength
     strength = cfg.input_shift_strength

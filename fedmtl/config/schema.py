@@ -68,6 +68,7 @@ class ExperimentConfig:
     input_shift: str = "none"
     input_shift_strength: float = 0.0
     input_shift_groups: int = 0
+    label_noise: Mapping[str, float] = field(default_factory=_empty_table)
     # model
     backbone: str = "digits-cnn"
     backbone_options: Mapping[str, Any] = field(default_factory=_empty_table)

@@ -31,6 +31,7 @@ def partition_spec(cfg: ExperimentConfig) -> PartitionSpec:
         input_shift=cfg.input_shift,
         input_shift_strength=cfg.input_shift_strength,
         input_shift_groups=cfg.input_shift_groups,
+        label_noise=tuple(sorted((t, float(v)) for t, v in cfg.label_noise.items())),
     )
 
 

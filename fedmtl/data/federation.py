@@ -11,7 +11,9 @@ nouns, fortunes, files), each task's pool is split by the same partitioner among
 the clients holding that task. Every client keeps a seeded train/test split of
 its share, and with ``input-shift`` its inputs (train and test, every task's
 alike) move into its own domain (:mod:`fedmtl.data.shifts`: feature skew on top
-of the partitioner's label skew). Everything is a pure function of the spec.
+of the partitioner's label skew); with ``label-noise`` a task's training targets
+are corrupted (:mod:`fedmtl.data.label_noise`; test splits stay clean).
+Everything is a pure function of the spec.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedmtl.data.assignment import AssignmentError, assign_tasks
+from fedmtl.data.label_noise import LabelNoiseError, check_label_noise, noisy_train_targets
 from fedmtl.data.partition_spec import PartitionSpec, num_test_examples
 from fedmtl.data.partitioners import PartitionError, partition_indices, partitioner_entry
 from fedmtl.data.registry import BaseData, DatasetSpec
@@ -105,6 +108,8 @@ def _client_parts(
 
 
 def _value_range(x: npt.NDArray[Any]) -> tuple[float, float]:
+    if not np.issubdtype(x.dtype, np.number):  # text: its shifts take no range
+        return 0.0, 0.0
     return float(np.min(x)), float(np.max(x))
 
 
@@ -153,6 +158,33 @@ def _shifted(
                 done[(id(data.x_train), id(data.x_test))] = same
             out[c][task] = replace(data, x_train=same.x_train, x_test=same.x_test)
     return out
+
+
+def _noisy(
+    clients: dict[int, dict[str, ClientData]], spec: PartitionSpec, dataset: DatasetSpec
+) -> dict[int, dict[str, ClientData]]:
+    """Every part of a ``label-noise`` task with its training targets noised (tests clean)."""
+    levels = dict(spec.label_noise)
+    if not levels:
+        return clients
+    try:
+        check_label_noise(levels, spec.tasks, dataset.tasks)
+    except LabelNoiseError as exc:
+        raise PartitionError("label-noise", str(exc)) from None
+    return {
+        c: {
+            task: data
+            if task not in levels
+            else replace(
+                data,
+                y_train=noisy_train_targets(
+                    data.y_train, levels[task], dataset.tasks[task], spec.seed, c
+                ),
+            )
+            for task, data in parts.items()
+        }
+        for c, parts in clients.items()
+    }
 
 
 def _task_pool(
@@ -305,7 +337,8 @@ def build_federation(spec: PartitionSpec) -> tuple[tuple[ClientData, ...], ...]:
     # Each part's input shift uses the (min, max) of its inputs' whole dataset.
     ranges: dict[tuple[int, str], tuple[float, float]] = {}
     build = _shared_pool if dataset.load is not None else _task_pools
-    clients = _shifted(build(spec, dataset, assignment, ranges), spec, ranges)
+    shifted = _shifted(build(spec, dataset, assignment, ranges), spec, ranges)
+    clients = _noisy(shifted, spec, dataset)
     return tuple(tuple(clients[c][task] for task in tasks) for c, tasks in enumerate(assignment))
 
 

@@ -35,7 +35,8 @@ class PartitionSpec:
 
     Fields are the snake_case twins of the experiment keys of the same name
     (``dirichlet_alpha`` is ``dirichlet-alpha``; ``client_tasks`` holds the
-    ``client-tasks`` entries split at ``+``); hashable, so it keys caches.
+    ``client-tasks`` entries split at ``+``; ``label_noise`` the ``label-noise``
+    table as sorted ``(task, level)`` pairs); hashable, so it keys caches.
     """
 
     dataset: str
@@ -55,6 +56,7 @@ class PartitionSpec:
     input_shift: str = "none"
     input_shift_strength: float = 0.0
     input_shift_groups: int = 0
+    label_noise: tuple[tuple[str, float], ...] = ()
 
     def assignment(self) -> tuple[tuple[str, ...], ...]:
         """The tasks of each client id, in run task order (:func:`assign_tasks`)."""

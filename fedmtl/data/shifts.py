@@ -12,7 +12,14 @@ its own); the pretraining source split is never shifted.
 
 Each shift is a pure numpy function ``apply(x, level, strength, rng, value_range)``
 over a batch of inputs, ``value_range`` being the (min, max) of the whole
-dataset's inputs, so every client shares one scale.
+dataset's inputs, so every client shares one scale (unused by text shifts).
+``rng`` is the client's and split's own generator (a shift ``seeded_by =
+"client-split"``: other draws on train and test, as ``noise`` and ``typos``), or
+the group's (``seeded_by = "group"``: one generator for every client of a level,
+train and test alike, so a group shares one domain, as ``vocabulary``'s dialect).
+Image and vector shifts are :func:`rotate`, :func:`noise`, :func:`contrast` and
+:func:`invert`; text shifts (:mod:`fedmtl.data.text_shifts`) are ``typos`` and
+``vocabulary``. :func:`shifts_for` lists the shifts of one input kind.
 """
 
 from __future__ import annotations
@@ -20,11 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from fedmtl.data.text_shifts import typos, vocabulary
 from fedmtl.registry import Registry
 
 __all__ = [
@@ -38,6 +46,7 @@ __all__ = [
     "noise",
     "rotate",
     "shift_inputs",
+    "shifts_for",
 ]
 
 ShiftFn = Callable[
@@ -47,6 +56,7 @@ ShiftFn = Callable[
 # Salts of the seeded draws, so they never coincide with the partition's own.
 _GROUP_SALT = 0x5F1F7
 _NOISE_SALT = 0x901CE
+_DOMAIN_SALT = 0xD1A1EC
 
 
 @dataclass(frozen=True)
@@ -64,12 +74,16 @@ class InputShift:
         The dataset ``input_kind`` values it applies to.
     strength : str
         What ``input-shift-strength`` means for this shift (docs and errors).
+    seeded_by : {"client-split", "group"}
+        Whose generator ``apply`` gets: the client's for one split, or the
+        client's group's (by its level; the same on train and test).
     """
 
     apply: ShiftFn
     max_strength: float | None
     input_kinds: tuple[str, ...] = ("image",)
     strength: str = ""
+    seeded_by: Literal["client-split", "group"] = "client-split"
 
 
 INPUT_SHIFTS: Registry[InputShift] = Registry("input shift")
@@ -89,6 +103,13 @@ class _ShiftChoices(Collection[str]):
 
 
 SHIFT_CHOICES: Collection[str] = _ShiftChoices()
+
+
+def shifts_for(input_kind: str) -> list[str]:
+    """The registered shifts that apply to inputs of ``input_kind`` (sorted)."""
+    return [
+        name for name in INPUT_SHIFTS.names() if input_kind in INPUT_SHIFTS.get(name).input_kinds
+    ]
 
 
 def client_levels(num_clients: int, groups: int, seed: int) -> npt.NDArray[np.float64]:
@@ -127,12 +148,18 @@ def shift_inputs(
 ) -> npt.NDArray[Any]:
     """Apply the registered shift ``name`` to one client's ``x`` (``"none"``: ``x`` itself).
 
-    ``split`` (0 train, 1 test) seeds a random shift apart on the two splits.
+    ``split`` (0 train, 1 test) seeds a random shift apart on the two splits; a
+    shift seeded by ``"group"`` gets one generator per (seed, level) instead.
     """
     if name == "none":
         return x
-    rng = np.random.default_rng([seed, _NOISE_SALT, client_id, split])
-    return INPUT_SHIFTS.get(name).apply(x, level, strength, rng, value_range)
+    shift = INPUT_SHIFTS.get(name)
+    if shift.seeded_by == "group":
+        # The levels of the groups are distinct, so the level names the group.
+        rng = np.random.default_rng([seed, _DOMAIN_SALT, round(level * 2**32)])
+    else:
+        rng = np.random.default_rng([seed, _NOISE_SALT, client_id, split])
+    return shift.apply(x, level, strength, rng, value_range)
 
 
 def _as_float(x: npt.NDArray[Any]) -> npt.NDArray[np.floating[Any]]:
@@ -236,3 +263,12 @@ INPUT_SHIFTS.add(
 )
 INPUT_SHIFTS.add("contrast", InputShift(contrast, 1.0, strength="the largest contrast loss, 0..1"))
 INPUT_SHIFTS.add("invert", InputShift(invert, 1.0, strength="the share of levels inverted, 0..1"))
+INPUT_SHIFTS.add(
+    "typos", InputShift(typos, 1.0, ("text",), "the largest per-word typo probability, 0..1")
+)
+INPUT_SHIFTS.add(
+    "vocabulary",
+    InputShift(
+        vocabulary, 1.0, ("text",), "the largest share of word types in dialect, 0..1", "group"
+    ),
+)
