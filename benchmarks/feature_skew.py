@@ -10,6 +10,10 @@ worst client overall, each averaged over seeds (± the standard deviation over
 seeds of the mean over tasks). With a shift it also splits the clients by their
 rotation (:func:`fedmtl.data.shifts.client_levels`).
 
+Two more arms show the fine-tuning modes under the same skews: FedPer with a
+frozen backbone (``fedper-frozen``: linear probes on the pretrained features)
+and with only the backbone's last block trained (``fedper-last1``).
+
 FedBN and FedPer bring their scope presets (FedBN: batch norm local, heads per
 task, the rest shared; FedPer: backbone shared, heads local). FedAvg has no
 preset, so it runs the global model of ``strategy_zoo.py``: backbone shared,
@@ -46,6 +50,12 @@ SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
     "both": ("label + feature skew (Dirichlet alpha 1.0, rotated 0/45/90 deg)", ROTATE),
 }  # fmt: skip
 STRATEGIES = ["fedavg", "fedbn", "fedper"]
+# Fine-tuning modes under the same skews: FedPer (backbone shared, heads local) with a frozen
+# backbone (linear probes on the pretrained features) or only its last block trained.
+ARMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "fedper-frozen": ("fedper", {"finetune": "frozen"}),
+    "fedper-last1": ("fedper", {"finetune": "last-k", "finetune-blocks": 1}),
+}
 
 
 def final_metrics(run_dir: Path) -> dict[str, Any]:
@@ -75,7 +85,8 @@ def run_cached(strategy: str, setting: str, seed: int, args: argparse.Namespace)
     if cache.exists() and not args.fresh:
         return dict(json.loads(cache.read_text()))
     print(f"running: {setting}, {strategy}, seed {seed}", flush=True)
-    overrides = overrides_for(strategy, SETTINGS[setting][1], seed, args.rounds)
+    name, extra = ARMS.get(strategy, (strategy, {}))
+    overrides = overrides_for(name, {**SETTINGS[setting][1], **extra}, seed, args.rounds)
     run = run_experiment("digits", overrides, args.output_dir / "runs")
     row = {**final_metrics(run.run_dir), "wall-s": round(run.wall_s, 1), "overrides": overrides}
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +128,7 @@ def main() -> None:
     """Run every strategy in every setting and seed; write the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
+    parser.add_argument("--strategies", nargs="+", default=[*STRATEGIES, *ARMS])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--output-dir", type=Path, default=Path("bench-runs/feature-skew"))

@@ -80,6 +80,11 @@ def scope_table(cfg: ExperimentConfig) -> str:
             f"{summary.sent_bytes[task]:,} bytes, {summary.sent_values[task]:,} values "
             f"in {summary.sent_arrays[task]} arrays"
         )
+    if cfg.tasks_per_client > 1 or cfg.task_assignment == "lists":
+        lines.append(
+            "  (a client holding several tasks sends the shared arrays once, plus the task "
+            "arrays of each task it holds)"
+        )
     return "\n".join(lines)
 
 
