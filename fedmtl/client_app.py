@@ -26,7 +26,13 @@ from fedmtl.client_state import ClientStateStore
 from fedmtl.config import ConfigError, ExperimentConfig, partition_spec
 from fedmtl.data import ClientData, client_tasks
 from fedmtl.data.device import device_tasks
-from fedmtl.features import FeatureCache, backbone_fingerprint, extract_features, feature_key
+from fedmtl.features import (
+    FeatureCache,
+    backbone_fingerprint,
+    extract_features,
+    feature_key,
+    run_store_dir,
+)
 from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays
 from fedmtl.poisoning import HONEST, TRAIN_LABELS, relabel
@@ -130,6 +136,16 @@ def feature_cache_dir(cfg: ExperimentConfig) -> str:
     return cfg.feature_cache_dir or str(Path(cfg.output_dir) / "feature-cache")
 
 
+def feature_store_dir(cfg: ExperimentConfig) -> str:
+    """Where this process's features are shared: ``disk``'s directory, else the run's own.
+
+    ``memory`` shares them through the temporary directory ``fedmtl simulate``
+    gives the run (:func:`fedmtl.features.run_feature_store`); without one (a
+    device) they stay in this process's memory.
+    """
+    return feature_cache_dir(cfg) if cfg.feature_cache == "disk" else run_store_dir()
+
+
 def client_features(
     cfg: ExperimentConfig, setup: ClientSetup, data: ClientData, split: str, model: MultiTaskModel
 ) -> torch.Tensor | None:
@@ -141,7 +157,7 @@ def client_features(
     if not setup.frozen_backbone:
         return None
     inputs = data.x_train if split == "train" else data.x_test
-    cache = feature_cache(cfg.feature_cache, feature_cache_dir(cfg))
+    cache = feature_cache(cfg.feature_cache, feature_store_dir(cfg))
     device = pick_device(cfg.device)
     return cache.get(
         feature_key(_backbone_id(cfg), inputs),

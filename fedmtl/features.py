@@ -4,19 +4,37 @@ When no backbone parameter is trained (linear probing), a client's backbone
 features never change, so recomputing them every round is pure waste: on a
 transformer it is nearly all of a round's time. :func:`extract_features` is the
 one function that computes features (eval mode, fixed order and batch size);
-with the cache on, its result is kept in this process's memory (inside the Ray
-worker that runs the client) and optionally on disk, keyed by a fingerprint of
-the backbone's weights and of the inputs. With the cache off it is called every
-round. Either way training sees the same tensor, so results are identical.
+with the cache on, its result is kept in this process's memory and in a
+directory of ``.npy`` files, keyed by a fingerprint of the backbone's weights
+and of the inputs. With the cache off it is called every round. Either way
+training sees the same tensor, so results are identical.
+
+Flower hands a simulated client to whichever Ray worker is free, so one
+process's memory alone would encode a client again on every worker that runs
+it. Hence the directory level, which every process on a node sees:
+
+- ``disk``: a directory kept across runs (``feature-cache-dir``).
+- ``memory``: a temporary directory of the run (:func:`run_feature_store`),
+  named in :data:`RUN_STORE_ENV`, which the Ray workers of a local Ray inherit
+  from the driver; it is removed when the run ends. Where the variable is not
+  set (a deployed device, a Ray started elsewhere) only the process's memory is
+  used, as before.
+
+A miss takes a per-entry file lock (POSIX ``flock``), checks again, computes and
+writes with an atomic rename, so two workers asking for one entry at once
+compute it once; a damaged file is recomputed and rewritten.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import sys
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +50,11 @@ FORMAT_VERSION = 1
 EXTRACT_BATCH = 64
 #: Memory budget of the in-process cache (least recently used entries go first).
 MEMORY_BUDGET_BYTES = 2 * 1024**3
+#: Environment variable naming the run's feature directory of ``memory`` mode.
+RUN_STORE_ENV = "FEDMTL_RUN_FEATURE_STORE"
+#: Environment variable naming a file to which every :func:`extract_features`
+#: call appends ``<pid> <inputs fingerprint> <rows>`` (diagnostics: counting encodes).
+ENCODE_LOG_ENV = "FEDMTL_ENCODE_LOG"
 
 
 @torch.no_grad()
@@ -52,9 +75,67 @@ def extract_features(
         ]
     finally:
         backbone.train(was_training)
+    _log_encode(inputs)
     if not chunks:
         return torch.zeros((0, backbone.feature_dim), dtype=torch.float32)
     return torch.cat(chunks)
+
+
+def _log_encode(inputs: npt.NDArray[Any]) -> None:
+    log = os.environ.get(ENCODE_LOG_ENV)
+    if log:
+        # One short O_APPEND write per line: lines of concurrent processes do not interleave.
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()} {inputs_fingerprint(inputs)} {len(inputs)}\n")
+
+
+def run_store_dir() -> str:
+    """The run's feature directory of ``memory`` mode (:data:`RUN_STORE_ENV`), or ``""``."""
+    return os.environ.get(RUN_STORE_ENV, "")
+
+
+@contextmanager
+def run_feature_store(enabled: bool = True) -> Iterator[Path | None]:
+    """A temporary feature directory for one run, named in :data:`RUN_STORE_ENV`.
+
+    Set it before Ray starts (the workers of a local Ray inherit the variable),
+    so every worker of the run on this machine shares the run's features. The
+    directory and the previous value of the variable go when the block ends.
+    """
+    if not enabled:
+        yield None
+        return
+    previous = os.environ.get(RUN_STORE_ENV)
+    directory = Path(tempfile.mkdtemp(prefix="fedmtl-features-"))
+    os.environ[RUN_STORE_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_STORE_ENV, None)
+        else:
+            os.environ[RUN_STORE_ENV] = previous
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def _entry_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created); without POSIX locks, no lock."""
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            # Whoever waits on this (unlinked) file, or creates a new one, checks
+            # the entry again after locking, so removing it early is safe.
+            path.unlink(missing_ok=True)
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def backbone_fingerprint(backbone: Backbone) -> str:
@@ -81,15 +162,16 @@ def inputs_fingerprint(inputs: npt.NDArray[Any]) -> str:
 
 
 class FeatureCache:
-    """Features per (backbone, inputs) key, in memory and optionally on disk.
+    """Features per (backbone, inputs) key, in memory and optionally in a directory.
 
     Parameters
     ----------
     mode : str
-        ``off`` (always compute), ``memory`` (this process) or ``disk`` (memory,
-        plus ``directory`` shared by processes, runs and compared strategies).
+        ``off`` (always compute), ``memory`` or ``disk`` (both: this process's
+        memory, in front of ``directory`` when one is given).
     directory : path, optional
-        Where disk entries live (required for ``disk``).
+        Where file entries live, seen by every process that uses it (required
+        for ``disk``; for ``memory`` the run's temporary directory, or none).
     budget_bytes : int
         Memory budget; least recently used entries are dropped beyond it.
     """
@@ -122,13 +204,24 @@ class FeatureCache:
             self.hits += 1
             return self._memory[key]
         features = self._read_disk(key)
-        if features is None:
-            self.misses += 1
-            features = compute()
-            self._write_disk(key, features)
+        if features is None and self.directory is not None:
+            with _entry_lock(self._path(key).with_suffix(".lock")):
+                features = self._read_disk(key)  # another process may have just written it
+                if features is None:
+                    features = self._compute(key, compute)
+                else:
+                    self.hits += 1
+        elif features is None:
+            features = self._compute(key, compute)
         else:
             self.hits += 1
         self._remember(key, features)
+        return features
+
+    def _compute(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        self.misses += 1
+        features = compute()
+        self._write_disk(key, features)
         return features
 
     def _remember(self, key: str, features: torch.Tensor) -> None:
@@ -143,18 +236,18 @@ class FeatureCache:
         return self.directory / key[:2] / f"{key}.npy"
 
     def _read_disk(self, key: str) -> torch.Tensor | None:
-        if self.mode != "disk":
+        if self.directory is None:
             return None
         path = self._path(key)
         if not path.is_file():
             return None
         try:
             return torch.from_numpy(np.load(path, allow_pickle=False))
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):
             return None  # a damaged entry is recomputed and rewritten
 
     def _write_disk(self, key: str, features: torch.Tensor) -> None:
-        if self.mode != "disk":
+        if self.directory is None:
             return
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -62,13 +62,35 @@ def fresh_model(cfg: ExperimentConfig) -> MultiTaskModel:
 
     Frozen-scope tensors are shared with the initial model, not copied: they
     never change, and copying a transformer for every message would cost more
-    than the round's training when only heads train.
+    than the round's training when only heads train. So are backbone submodules
+    whose every tensor is frozen (a frozen backbone, its tokenizer included):
+    copying their object trees took most of a frozen-MiniLM round (85 ms a
+    message, benchmarks/floor.py).
+    """
+    return copy.deepcopy(initial_model(cfg), memo=dict(_frozen_parts(cfg)))
+
+
+@lru_cache(maxsize=4)
+def _frozen_parts(cfg: ExperimentConfig) -> dict[int, object]:
+    """``id -> object`` of the initial model's frozen tensors and all-frozen submodules.
+
+    A deepcopy memo: :func:`fresh_model` shares these instead of copying them.
     """
     model = initial_model(cfg)
     scopes = run_scopes(cfg)
     named = itertools.chain(model.named_parameters(), model.named_buffers())
-    shared = {id(t): t for name, t in named if scopes.get(name) == "frozen"}
-    return copy.deepcopy(model, memo=shared)
+    parts: dict[int, object] = {id(t): t for name, t in named if scopes.get(name) == "frozen"}
+    # Buffers outside the state dict (e.g. BERT's position ids) are never trained or sent.
+    unsaved = {id(t) for name, t in model.named_buffers() if name not in scopes}
+    frozen = set(parts)
+    # Backbone modules only: routines may swap a fresh model's heads (FedBABU tunes a copy
+    # of a frozen head), which must not reach the initial model; a backbone's structure
+    # is fixed once built.
+    for module in model.backbone.modules():
+        tensors = {id(t) for t in itertools.chain(module.parameters(), module.buffers())}
+        if tensors & frozen and tensors <= frozen | unsaved:
+            parts[id(module)] = module
+    return parts
 
 
 @lru_cache(maxsize=4)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +18,23 @@ from fedmtl.attacks import attack_mod
 from fedmtl.checkpoint import load_checkpoint
 from fedmtl.client_app import feature_cache_dir, make_client_app
 from fedmtl.config import ConfigError, ExperimentConfig
+from fedmtl.features import run_feature_store
 from fedmtl.results import RunDirectory
 from fedmtl.run_model import check_run_inputs
 from fedmtl.server_app import make_server_app
+
+logger = logging.getLogger(__name__)
+
+LOCAL_RAY = "local"
+
+
+@dataclass(frozen=True)
+class NodeResources:
+    """CPUs and GPUs one Ray node offers, and the host it runs on."""
+
+    cpus: float
+    gpus: float
+    host: str = ""
 
 
 def visible_gpus() -> int:
@@ -27,14 +44,21 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def backend_config(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Ray backend settings: per-client CPU/GPU resources from the experiment."""
-    cpus = os.cpu_count() or 1
+def ray_address(cfg: ExperimentConfig) -> str:
+    """The Ray cluster to attach to; ``""`` or ``"local"`` start a Ray of our own.
+
+    Precedence: the ``ray-address`` key, then the ``RAY_ADDRESS`` environment
+    variable (what ``ray job submit`` sets), then ``""``. ``ray-address =
+    "local"`` starts a local Ray even when ``RAY_ADDRESS`` is set.
+    """
+    return cfg.ray_address or os.environ.get("RAY_ADDRESS", "")
+
+
+def _check_local(cfg: ExperimentConfig, cpus: int, gpus: int) -> None:
     if cfg.client_num_cpus > cpus:
         raise ConfigError(
             "client-num-cpus", f"{cfg.client_num_cpus} per client but this machine has {cpus}"
         )
-    gpus = visible_gpus()
     if cfg.client_num_gpus > 0 and gpus == 0:
         raise ConfigError(
             "client-num-gpus",
@@ -45,9 +69,138 @@ def backend_config(cfg: ExperimentConfig) -> dict[str, Any]:
         raise ConfigError(
             "client-num-gpus", f"{cfg.client_num_gpus} per client but only {gpus} GPUs exist"
         )
+
+
+def check_cluster(cfg: ExperimentConfig, address: str, nodes: Sequence[NodeResources]) -> None:
+    """Raise :class:`ConfigError` unless one node of the cluster holds a whole client.
+
+    Flower sizes its actor pool node by node, so a client's CPUs and GPUs must
+    fit on a single node, not just in the cluster's total.
+    """
+    where = f"the Ray cluster at '{address}'"
+    cpus = [n.cpus for n in nodes]
+    if not any(c >= cfg.client_num_cpus for c in cpus):
+        raise ConfigError(
+            "client-num-cpus",
+            f"{cfg.client_num_cpus} per client but no node of {where} has that many "
+            f"(CPUs per node: {cpus})",
+        )
+    if cfg.client_num_gpus == 0:
+        return
+    gpus = [n.gpus for n in nodes if n.cpus >= cfg.client_num_cpus]
+    if not any(g > 0 for g in gpus):
+        raise ConfigError(
+            "client-num-gpus",
+            f"{cfg.client_num_gpus} GPUs per client requested but no node of {where} with "
+            f"{cfg.client_num_cpus} CPUs has a GPU; set client-num-gpus = 0 to run on CPU",
+        )
+    if not any(g >= cfg.client_num_gpus for g in gpus):
+        raise ConfigError(
+            "client-num-gpus",
+            f"{cfg.client_num_gpus} per client but no node of {where} has that many "
+            f"(GPUs per node with {cfg.client_num_cpus} CPUs: {gpus})",
+        )
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on ``host:port`` nobody listens on (Ray itself retries for a minute)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto" and ray:// addresses: Ray resolves them
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(
+            "ray-address",
+            f"cannot reach a Ray cluster at '{address}' ({exc}); start one with "
+            "`ray start --head --port=PORT` or fix the address",
+        ) from None
+
+
+def probe_cluster(address: str) -> list[NodeResources]:
+    """Connect to the Ray cluster at ``address`` briefly and list its live nodes' resources."""
+    import ray
+
+    _check_reachable(address)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError, ...
+        raise ConfigError(
+            "ray-address", f"cannot attach to a Ray cluster at '{address}': {exc}"
+        ) from None
+    try:
+        return [
+            NodeResources(
+                cpus=float(node["Resources"].get("CPU", 0)),
+                gpus=float(node["Resources"].get("GPU", 0)),
+                host=str(node.get("NodeManagerAddress", "")),
+            )
+            for node in ray.nodes()  # type: ignore[no-untyped-call]
+            if node.get("Alive") and node.get("Resources")
+        ]
+    finally:
+        ray.shutdown()
+
+
+def shared_paths(cfg: ExperimentConfig, run_dir: Path) -> dict[str, str]:
+    """Paths that clients on every node read and write in this run (key -> path)."""
+    paths: dict[str, str] = {}
+    if cfg.client_state_mode == "disk":
+        paths["client-state-dir"] = str(
+            Path(cfg.client_state_dir or run_dir / "client-state").resolve()
+        )
+    if cfg.feature_cache == "disk":
+        paths["feature-cache-dir"] = str(Path(feature_cache_dir(cfg)).resolve())
+    return paths
+
+
+def warn_unshared(
+    cfg: ExperimentConfig, run_dir: Path, address: str, nodes: Sequence[NodeResources]
+) -> None:
+    """Log the paths that every host of a multi-host cluster must see at the same place.
+
+    Sharing cannot be checked from here; nodes on one host share them trivially.
+    """
+    hosts = sorted({n.host for n in nodes})
+    paths = shared_paths(cfg, run_dir)
+    if len(hosts) < 2 or not paths:
+        return
+    listed = ", ".join(f"{key} = {path}" for key, path in paths.items())
+    logger.warning(
+        "the Ray cluster at '%s' spans %d hosts (%s): clients on every host read and write %s; "
+        "put them on a directory every host mounts at the same path (NFS or similar), or "
+        "clients lose their state and features when Ray moves them",
+        address,
+        len(hosts),
+        ", ".join(hosts),
+        listed,
+    )
+
+
+def backend_config(
+    cfg: ExperimentConfig, nodes: Sequence[NodeResources] | None = None
+) -> dict[str, Any]:
+    """Ray backend settings: per-client CPU/GPU resources, and where Ray runs.
+
+    A local Ray (``ray_address(cfg)`` empty or ``"local"``) gets this machine's
+    CPU and GPU counts; attaching to a cluster passes only its ``address`` (Ray
+    refuses counts then) and checks the clients fit the cluster's ``nodes``
+    (read with :func:`probe_cluster` when not given).
+    """
+    client_resources = {"num_cpus": cfg.client_num_cpus, "num_gpus": cfg.client_num_gpus}
+    address = ray_address(cfg)
+    if address in ("", LOCAL_RAY):
+        cpus = os.cpu_count() or 1
+        gpus = visible_gpus()
+        _check_local(cfg, cpus, gpus)
+        init_args: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False}
+        if address == LOCAL_RAY:
+            init_args["address"] = LOCAL_RAY  # ignore RAY_ADDRESS
+        return {"client_resources": client_resources, "init_args": init_args}
+    check_cluster(cfg, address, probe_cluster(address) if nodes is None else nodes)
     return {
-        "client_resources": {"num_cpus": cfg.client_num_cpus, "num_gpus": cfg.client_num_gpus},
-        "init_args": {"num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False},
+        "client_resources": client_resources,
+        "init_args": {"address": address, "include_dashboard": False},
     }
 
 
@@ -69,7 +222,11 @@ def simulate(
     from flwr.simulation import run_simulation
 
     cfg = resolve_run(cfg)  # strategy checked, its scope preset applied (idempotent)
-    backend = backend_config(cfg)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    address = ray_address(cfg)
+    nodes = None if address in ("", LOCAL_RAY) else probe_cluster(address)
+    backend = backend_config(cfg, nodes)
     checkpoint = None
     if resume:
         if run_dir is None:
@@ -86,15 +243,17 @@ def simulate(
         feature_cache_dir=str(Path(feature_cache_dir(cfg)).resolve()),
         client_state_dir=str(Path(cfg.client_state_dir or run.path / "client-state").resolve()),
     )
+    if nodes is not None:
+        warn_unshared(cfg, run.path, address, nodes)
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    run_simulation(
-        server_app=make_server_app(cfg, run.path, checkpoint),
-        client_app=make_client_app(cfg, [*(client_mods or []), attack_mod(cfg)]),
-        num_supernodes=cfg.num_clients,
-        backend_config=backend,
-        verbose_logging=verbose,
-    )
+    # memory feature cache: a directory of this run that every local Ray worker shares.
+    with run_feature_store(cfg.feature_cache == "memory"):
+        run_simulation(
+            server_app=make_server_app(cfg, run.path, checkpoint),
+            client_app=make_client_app(cfg, [*(client_mods or []), attack_mod(cfg)]),
+            num_supernodes=cfg.num_clients,
+            backend_config=backend,
+            verbose_logging=verbose,
+        )
     return run.path

@@ -100,10 +100,14 @@ def _freeze_modes(model: nn.Module) -> None:
     A frozen layer must compute what it computed when pretrained: no dropout,
     and batch-norm statistics neither used per batch nor updated.
     """
-    for module in model.modules():
-        params = list(module.parameters())
-        if params and not any(p.requires_grad for p in params):
-            module.eval()
+    # eval() is recursive: stop at the first all-frozen module of each branch (one walk
+    # of the tree, not one per module; a transformer's walk took half a head's round).
+    params = list(model.parameters())
+    if params and not any(p.requires_grad for p in params):
+        model.eval()
+        return
+    for child in model.children():
+        _freeze_modes(child)
 
 
 def trainable_parameters(model: nn.Module, trainable: set[str]) -> list[nn.Parameter]:

@@ -156,3 +156,36 @@ def test_fresh_models_share_frozen_tensors_and_copy_the_rest() -> None:
     with torch.no_grad():
         a.backbone.proj.weight.add_(1.0)
     assert not torch.equal(a.backbone.proj.weight, b.backbone.proj.weight)
+
+
+def test_fresh_models_share_all_frozen_submodules_and_copy_mixed_ones() -> None:
+    # Prepare
+    from fedmtl.run_model import fresh_model
+
+    frozen = build_config({"pretrained": "none", "finetune": "frozen"})
+    last_k = build_config({"pretrained": "none", "finetune": "last-k"})
+    # Execute
+    a, b = fresh_model(frozen), fresh_model(frozen)
+    c, d = fresh_model(last_k), fresh_model(last_k)
+    # Assert: a frozen backbone is one object (no walk of its tree per message); heads,
+    # and a backbone with a trainable block, are copies per model
+    assert a.backbone is b.backbone is initial_model(frozen).backbone
+    assert a.heads is not b.heads
+    assert c.backbone is not d.backbone
+
+
+def test_freeze_modes_puts_exactly_the_all_frozen_modules_in_eval_mode() -> None:
+    # Prepare: a trainable head beside a frozen body holding a dropout and a half-frozen block
+    from fedmtl.training import _freeze_modes
+
+    frozen_body = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    half = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model = torch.nn.Sequential(frozen_body, half, torch.nn.Linear(2, 2))
+    for p in [*frozen_body.parameters(), *half[0].parameters()]:
+        p.requires_grad_(False)
+    model.train()
+    # Execute
+    _freeze_modes(model)
+    # Assert
+    assert not frozen_body.training and not frozen_body[1].training and not half[0].training
+    assert model.training and half.training and half[1].training and model[2].training

@@ -121,9 +121,10 @@ class ExperimentConfig:
     checkpoint_every: int = 0
     client_state: str = "auto"
     client_state_dir: str = ""
-    # Ray resources per simulated client
+    # Ray: resources per simulated client, and the cluster to attach to ("" = a local Ray)
     client_num_cpus: float = 1.0
     client_num_gpus: float = 0.0
+    ray_address: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as kebab-case keys with plain JSON/TOML values."""
