@@ -8,10 +8,12 @@ whole process tree (driver, Ray's own processes and the client workers).
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,35 @@ def measured_run(run_dir: Path, wall_s: float, memory: TreeMemory) -> RunResult:
         peak_rss_process_mb=memory.peak_process / 2**20,
         records=read_rounds(run_dir / METRICS_FILE),
     )
+
+
+def cached_run(
+    cache: Path,
+    fresh: bool,
+    label: str,
+    experiment: str,
+    overrides: dict[str, Any],
+    runs_dir: Path,
+    measure: Callable[[RunResult], dict[str, Any]],
+) -> dict[str, Any]:
+    """``measure`` of one run with its wall time and overrides, from ``cache`` when it ran.
+
+    A finished run is not repeated (``fresh`` reruns it): its row is kept as JSON in ``cache``.
+    """
+    if cache.exists() and not fresh:
+        return dict(json.loads(cache.read_text()))
+    print(f"running: {label}", flush=True)
+    run = run_experiment(experiment, overrides, runs_dir)
+    row = {**measure(run), "wall-s": round(run.wall_s, 1), "overrides": overrides}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def mean_spread(values: list[float], digits: int = 3) -> str:
+    """``mean ± std`` of ``values`` (the std only for two or more)."""
+    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.{digits}f}{spread}"
 
 
 def write_results(name: str, payload: dict[str, Any], table: str) -> None:

@@ -30,12 +30,11 @@ not repeated: results of each (setting, strategy, seed) are cached in
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-from common import run_experiment, write_results
+from common import cached_run, mean_spread, write_results
 from strategy_zoo import overrides_for, task_cells
 
 from fedmtl.data.shifts import client_levels
@@ -81,22 +80,17 @@ def final_metrics(run_dir: Path) -> dict[str, Any]:
 
 def run_cached(strategy: str, setting: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Final-round metrics of one run, from the cache when it already ran."""
-    cache = args.output_dir / "results" / f"{setting}-{strategy}-seed{seed}.json"
-    if cache.exists() and not args.fresh:
-        return dict(json.loads(cache.read_text()))
-    print(f"running: {setting}, {strategy}, seed {seed}", flush=True)
     name, extra = ARMS.get(strategy, (strategy, {}))
     overrides = overrides_for(name, {**SETTINGS[setting][1], **extra}, seed, args.rounds)
-    run = run_experiment("digits", overrides, args.output_dir / "runs")
-    row = {**final_metrics(run.run_dir), "wall-s": round(run.wall_s, 1), "overrides": overrides}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(row, indent=1))
-    return row
-
-
-def _mean_spread(values: list[float]) -> str:
-    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.3f}{spread}"
+    return cached_run(
+        args.output_dir / "results" / f"{setting}-{strategy}-seed{seed}.json",
+        args.fresh,
+        f"{setting}, {strategy}, seed {seed}",
+        "digits",
+        overrides,
+        args.output_dir / "runs",
+        lambda run: final_metrics(run.run_dir),
+    )
 
 
 def table(setting: str, rows: dict[str, list[dict[str, Any]]], rounds: int) -> list[str]:
@@ -116,8 +110,8 @@ def table(setting: str, rows: dict[str, list[dict[str, Any]]], rounds: int) -> l
     ]
     for strategy, runs in rows.items():
         cells, overall = task_cells(runs, list(tasks))
-        cells.append(_mean_spread(overall))
-        cells.append(_mean_spread([r["worst-client"] for r in runs]))
+        cells.append(mean_spread(overall))
+        cells.append(mean_spread([r["worst-client"] for r in runs]))
         for angle in angles:
             cells.append(f"{statistics.mean(r['accuracy-by-shift'][angle] for r in runs):.3f}")
         lines.append(f"| {strategy} | {' | '.join(cells)} |")

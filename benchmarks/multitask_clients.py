@@ -43,14 +43,13 @@ finished run is not repeated: each (arm, run, seed) is cached in
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import run_experiment, write_results
+from common import cached_run, mean_spread, write_results
 
 from fedmtl.config.experiments import load_experiment
 from fedmtl.config.views import partition_spec
@@ -152,16 +151,15 @@ def final_metrics(run_dir: Path) -> dict[str, Any]:
 
 def run_cached(arm: str, part: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Final-round metrics of one run, from the cache when it already ran."""
-    cache = args.output_dir / "results" / f"{arm}-{part}-seed{seed}.json"
-    if cache.exists() and not args.fresh:
-        return dict(json.loads(cache.read_text()))
-    print(f"running: {arm}, {part}, seed {seed}", flush=True)
-    overrides = overrides_for(arm, part, seed, args.rounds)
-    run = run_experiment(EXPERIMENT, overrides, args.output_dir / "runs")
-    row = {**final_metrics(run.run_dir), "wall-s": round(run.wall_s, 1), "overrides": overrides}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(row, indent=1))
-    return row
+    return cached_run(
+        args.output_dir / "results" / f"{arm}-{part}-seed{seed}.json",
+        args.fresh,
+        f"{arm}, {part}, seed {seed}",
+        EXPERIMENT,
+        overrides_for(arm, part, seed, args.rounds),
+        args.output_dir / "runs",
+        lambda run: final_metrics(run.run_dir),
+    )
 
 
 def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -183,11 +181,6 @@ def task_summary(entry: dict[str, Any], clients: set[str] | None = None) -> tupl
     """Mean over clients and worst client of one task (over ``clients`` when given)."""
     values = [v for c, v in entry["clients"].items() if clients is None or c in clients]
     return statistics.mean(values), _worst(entry["metric"], values)
-
-
-def _mean_spread(values: list[float], digits: int = 3) -> str:
-    spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.{digits}f}{spread}"
 
 
 def common_clients(rows: dict[str, list[dict[str, Any]]], task: str, seed: int) -> set[str]:
@@ -226,10 +219,10 @@ def accuracy_table(rows: dict[str, list[dict[str, Any]]], rounds: int, common: b
                 worsts.append(worst)
                 if not lower_is_better(metrics[task]):
                     accuracy[index].append(mean)
-            cells.append(f"{_mean_spread(means)} / {statistics.mean(worsts):.3f}")
+            cells.append(f"{mean_spread(means)} / {statistics.mean(worsts):.3f}")
         sizes = sorted({len(run["tasks"][t]["clients"]) for run in runs for t in TASKS})
         count = "4" if common else "/".join(str(s) for s in sizes)
-        overall = _mean_spread([statistics.mean(a) for a in accuracy])
+        overall = mean_spread([statistics.mean(a) for a in accuracy])
         lines.append(f"| {ARMS[arm][0]} | {count} | {' | '.join(cells)} | {overall} |")
     return [*lines, ""]
 
@@ -274,7 +267,7 @@ def cosine_table(rows: dict[str, list[dict[str, Any]]]) -> list[str]:
         if not any(r["cosines"] for r in runs):
             continue
         cells = [
-            _mean_spread([r["cosines"][p] for r in runs if p in r["cosines"]])
+            mean_spread([r["cosines"][p] for r in runs if p in r["cosines"]])
             if any(p in r["cosines"] for r in runs)
             else "-"
             for p in pairs

@@ -18,12 +18,11 @@ not repeated: results of each (variant, strategy, seed) are cached in
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-from common import run_experiment, write_results
+from common import cached_run, write_results
 
 from strategies.registry import strategy_scope_preset
 
@@ -75,16 +74,15 @@ def overrides_for(strategy: str, variant: dict[str, Any], seed: int, rounds: int
 def run_cached(strategy: str, variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Final-round task metrics of one run, from the cache when it already ran."""
     slug = f"{variant.split()[0]}-{strategy}-seed{seed}"
-    cache = args.output_dir / "results" / f"{slug}.json"
-    if cache.exists() and not args.fresh:
-        return dict(json.loads(cache.read_text()))
-    print(f"running: {variant}, {strategy}, seed {seed}", flush=True)
-    overrides = overrides_for(strategy, VARIANTS[variant], seed, args.rounds)
-    run = run_experiment("digits", overrides, args.output_dir / "runs")
-    row = {"tasks": run.final_tasks(), "wall-s": round(run.wall_s, 1), "overrides": overrides}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(row, indent=1))
-    return row
+    return cached_run(
+        args.output_dir / "results" / f"{slug}.json",
+        args.fresh,
+        f"{variant}, {strategy}, seed {seed}",
+        "digits",
+        overrides_for(strategy, VARIANTS[variant], seed, args.rounds),
+        args.output_dir / "runs",
+        lambda run: {"tasks": run.final_tasks()},
+    )
 
 
 def task_cells(runs: list[dict[str, Any]], tasks: list[str]) -> tuple[list[str], list[float]]:

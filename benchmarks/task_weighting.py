@@ -36,14 +36,13 @@ run is not repeated: each (weighting, seed) is cached in ``--output-dir``
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import run_experiment, write_results
+from common import cached_run, mean_spread, write_results
 
 from fedmtl.client_app import WEIGHTING_STATE
 from fedmtl.results import RunDirectory
@@ -117,21 +116,16 @@ def final_metrics(run_dir: Path) -> dict[str, Any]:
 
 def run_cached(weighting: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Final metrics of one run, from the cache when it already ran."""
-    cache = args.output_dir / "results" / f"{weighting}-seed{seed}.json"
-    if cache.exists() and not args.fresh:
-        return dict(json.loads(cache.read_text()))
-    print(f"running: {weighting}, seed {seed}", flush=True)
     overrides = {**BASE, **WEIGHTINGS[weighting], "seed": seed, "num-rounds": args.rounds}
-    run = run_experiment(EXPERIMENT, overrides, args.output_dir / "runs")
-    row = {**final_metrics(run.run_dir), "wall-s": round(run.wall_s, 1), "overrides": overrides}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(row, indent=1))
-    return row
-
-
-def _mean_spread(values: list[float]) -> str:
-    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.3f}{spread}"
+    return cached_run(
+        args.output_dir / "results" / f"{weighting}-seed{seed}.json",
+        args.fresh,
+        f"{weighting}, seed {seed}",
+        EXPERIMENT,
+        overrides,
+        args.output_dir / "runs",
+        lambda run: final_metrics(run.run_dir),
+    )
 
 
 def metrics_table(rows: dict[str, list[dict[str, Any]]], rounds: int) -> list[str]:
@@ -151,7 +145,7 @@ def metrics_table(rows: dict[str, list[dict[str, Any]]], rounds: int) -> list[st
         for task in TASKS:
             means = [r["tasks"][task]["mean"] for r in runs]
             worst = statistics.mean(r["tasks"][task]["worst"] for r in runs)
-            cells.append(f"{_mean_spread(means)} / {worst:.3f}")
+            cells.append(f"{mean_spread(means)} / {worst:.3f}")
         lines.append(f"| {weighting} | {' | '.join(cells)} |")
     return [*lines, ""]
 
