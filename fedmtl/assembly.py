@@ -26,6 +26,7 @@ from fedmtl.config import (
     load_experiment,
 )
 from fedmtl.config.schema import suggest
+from fedmtl.privacy import check_strategy
 from fedmtl.scopes import ScopePreset
 from strategies import available_strategies
 from strategies.registry import (
@@ -86,9 +87,11 @@ def resolve_run(cfg: ExperimentConfig) -> ExperimentConfig:
     Raises
     ------
     ConfigError
-        For a strategy that cannot be built with its options, naming the key.
+        For a strategy that cannot be built with its options, or that the run's
+        differential privacy refuses (:func:`fedmtl.privacy.check_strategy`), naming the key.
     """
-    build_inner_strategy(cfg)  # built once and dropped: a bad option fails before the run
+    # Built once and dropped: a bad option (or one differential privacy refuses) fails here.
+    check_strategy(cfg, build_inner_strategy(cfg))
     preset = strategy_scope_preset(cfg.strategy)
     if cfg.scopes_from != "strategy" or preset is None:
         return cfg

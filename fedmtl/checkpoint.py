@@ -20,11 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from fedmtl.assembly import resolved
 from fedmtl.atomic import atomic_file
+from fedmtl.config import ConfigError, ExperimentConfig, load_experiment
 from fedmtl.records import NDArrays
-from fedmtl.results.files import CHECKPOINT_FILE
+from fedmtl.results.files import CHECKPOINT_FILE, CONFIG_FILE
 
-__all__ = ["CHECKPOINT_FILE", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "Checkpoint", "load_checkpoint", "resume_point", "save_checkpoint"]
+#: Keys a resumed run may change: more rounds.
+RESUMABLE_CHANGES = frozenset({"num-rounds"})
 FORMAT_VERSION = 1
 
 
@@ -95,4 +99,45 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path} is not a fedmtl checkpoint of format {FORMAT_VERSION}")
     checkpoint: Checkpoint = payload["checkpoint"]
+    return checkpoint
+
+
+def resume_point(run_dir: Path, cfg: ExperimentConfig, key: str = "resume") -> Checkpoint:
+    """The checkpoint to continue ``run_dir`` from, once ``cfg`` is its saved config.
+
+    ``cfg`` (resolved) must equal the run's ``config.toml`` but for
+    :data:`RESUMABLE_CHANGES`, and reach at least the checkpoint's round.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``key`` when ``run_dir`` is no fedmtl run or its checkpoint is
+        missing or unreadable; naming the first differing experiment key when
+        ``cfg`` is not the checkpointed run's config.
+    """
+    config_file = run_dir / CONFIG_FILE
+    if not config_file.is_file():
+        raise ConfigError(key, f"{config_file} not found: '{run_dir}' is not a fedmtl run")
+    try:
+        checkpoint = load_checkpoint(run_dir)
+    except FileNotFoundError as exc:
+        raise ConfigError(key, str(exc)) from None
+    except Exception as exc:  # a truncated or foreign pickle: EOFError, UnpicklingError, ...
+        raise ConfigError(
+            key, f"{run_dir / CHECKPOINT_FILE} cannot be read ({type(exc).__name__}: {exc})"
+        ) from None
+    saved = resolved(load_experiment(config_file)).to_dict()
+    for name, value in resolved(cfg).to_dict().items():
+        if name not in RESUMABLE_CHANGES and saved.get(name) != value:
+            raise ConfigError(
+                name,
+                f"{value!r} differs from {saved.get(name)!r} in the checkpointed run "
+                f"{run_dir}; a resumed run keeps its config (only "
+                f"{', '.join(sorted(RESUMABLE_CHANGES))} may change)",
+            )
+    if cfg.num_rounds < checkpoint.server_round:
+        raise ConfigError(
+            "num-rounds",
+            f"{cfg.num_rounds} is below the checkpoint's round {checkpoint.server_round}",
+        )
     return checkpoint

@@ -1,6 +1,6 @@
-"""Command line: ``fedmtl simulate | compare | report | deploy | scopes | ...``.
+"""Command line: ``fedmtl simulate | compare | sweep | report | deploy | scopes | ...``.
 
-Commands: simulate, compare, report, deploy (local, stop), scopes, pretrain, experiments.
+Commands: simulate, compare, sweep, report, deploy (local, stop), scopes, pretrain, experiments.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from fedmtl.deploy.local import (
     DeploymentError,
     DeployOptions,
     deploy_local,
+    resume_options,
     stop_recorded,
 )
 from fedmtl.results import CONFIG_FILE, RunDirectory
@@ -98,10 +99,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from fedmtl.compare import run_comparison
 
     overrides = dict(parse_override(text) for text in args.set or [])
-    load_run(args.experiment, overrides)  # a bad key stops here, before any run
-    for strategy in args.strategies:
-        load_run(args.experiment, {**overrides, "strategy": strategy})
-    folder = run_comparison(
+    folder = run_comparison(  # every run is validated before the first one starts
         args.experiment,
         args.strategies,
         args.seeds,
@@ -112,6 +110,55 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print((folder / "compare.md").read_text())
     print(f"comparison directory: {folder}")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a grid of experiment keys times seeds (skipping finished runs); write the table.
+
+    Exits 1 when some run did not finish (the table holds the others), 2 for a
+    bad key or value (before any run starts).
+    """
+    from fedmtl.results.sweep import FINISHED, SWEEP_TABLE_FILE, SweepManifest
+    from fedmtl.sweeps import describe, parse_grid, run_sweep
+
+    overrides = dict(parse_override(text) for text in args.set or [])
+    folder = run_sweep(  # every run is validated before the first one starts
+        args.experiment,
+        [parse_grid(text) for text in args.grid],
+        args.seeds,
+        overrides,
+        Path(args.output_dir) if args.output_dir else None,
+        metric=args.metric,
+        plot_key=args.plot_key,
+    )
+    print((folder / SWEEP_TABLE_FILE).read_text())
+    print(f"sweep directory: {folder}")
+    unfinished = [run for run in SweepManifest.read(folder).runs if run.state != FINISHED]
+    for run in unfinished:
+        print(f"fedmtl: sweep run {run.state}: {describe(run)} ({run.slot})", file=sys.stderr)
+    return 1 if unfinished else 0
+
+
+def _add_sweep_parser(sub: Any) -> None:
+    sweep = sub.add_parser(
+        "sweep", help="run every combination of --grid values times --seeds; one table"
+    )
+    _add_experiment_args(sweep)
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=[V1,V2]",
+        help="a swept key and its values, read like --set values, e.g. "
+        "--grid dirichlet-alpha=[0.1,1.0] --grid strategy=[fedavg,fedper]",
+    )
+    sweep.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED")
+    sweep.add_argument("--output-dir", help="where the sweep folder goes")
+    sweep.add_argument(
+        "--metric", help="the table's metric (default: each task's primary metric, accuracy)"
+    )
+    sweep.add_argument("--plot-key", help="the swept key on the plot's x axis (default: first)")
+    sweep.set_defaults(func=cmd_sweep)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -128,26 +175,82 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``fedmtl deploy local`` options (argument name, DeployOptions field) a resumed deployment keeps.
+_KEPT_ON_RESUME = (
+    ("experiment", "experiment"),
+    ("--nodes", "nodes"),
+    ("--tls", "tls"),
+    ("--auth", "auth"),
+    ("--workdir", "workdir"),
+    ("--app", "app_dir"),
+    ("--round-timeout", "round_timeout_s"),
+)
+
+
 def deploy_options(args: argparse.Namespace) -> DeployOptions:
-    """``fedmtl deploy local`` arguments as :class:`DeployOptions` (the experiment is checked)."""
+    """``fedmtl deploy local`` arguments as :class:`DeployOptions` (the experiment is checked).
+
+    With ``--resume RUN_DIR`` the options are the ones that run was deployed
+    with (its ``deployment.json``); an argument that differs from them, or a
+    ``--set`` other than ``num-rounds``, is a :class:`ConfigError` naming it.
+    """
+    given = {
+        "experiment": args.experiment,
+        "nodes": args.nodes,
+        "tls": args.tls,
+        "auth": args.auth,
+        "workdir": None if args.workdir is None else Path(args.workdir).resolve(),
+        "app_dir": None if args.app is None else Path(args.app).resolve(),
+        "round_timeout_s": args.round_timeout,
+    }
+    if args.resume:
+        options = resume_options(Path(args.resume), tuple(args.set or ()))
+        for name, field in _KEPT_ON_RESUME:
+            value = given[field]
+            if value is not None and value != getattr(options, field):
+                raise ConfigError(
+                    name,
+                    f"{value} differs from {getattr(options, field)} of the deployment that "
+                    f"ran {args.resume}; a resumed deployment keeps its options",
+                )
+        return options
+    args.experiment = args.experiment or DEFAULT_EXPERIMENT
     _load(args)  # a bad experiment or override fails here, before any process starts
     workdir = args.workdir or Path("deployments") / time.strftime("local-%Y%m%d-%H%M%S")
     return DeployOptions(
         workdir=Path(workdir),
-        nodes=args.nodes,
-        tls=args.tls,
-        auth=args.auth,
+        nodes=3 if args.nodes is None else args.nodes,
+        tls=args.tls is not False,
+        auth=args.auth is not False,
         experiment=args.experiment,
         overrides=tuple(args.set or ()),
-        app_dir=Path(args.app),
-        round_timeout_s=args.round_timeout,
+        app_dir=Path(args.app or APP_DIR),
+        round_timeout_s=120.0 if args.round_timeout is None else args.round_timeout,
     )
+
+
+def check_resumable(options: DeployOptions) -> None:
+    """Raise :class:`ConfigError` unless ``options.resume`` can continue with ``options``.
+
+    The checks of the ServerApp, made before any process starts: the run's
+    checkpoint is there and readable, and the config is the checkpointed one.
+    """
+    from fedmtl.assembly import experiment_from_run_config
+    from fedmtl.deploy.local import LocalFederation
+    from fedmtl.server_app import resumable_deployment
+
+    assert options.resume is not None
+    cfg = experiment_from_run_config(LocalFederation(options).run_config())
+    resumable_deployment(options.resume, cfg)
 
 
 def cmd_deploy_local(args: argparse.Namespace) -> int:
     """Run the experiment on real SuperLink and SuperNode processes on this machine."""
+    options = deploy_options(args)
+    if options.resume is not None:
+        check_resumable(options)
     try:
-        deploy_local(deploy_options(args), run_timeout_s=args.timeout)
+        deploy_local(options, run_timeout_s=args.timeout)
     except DeploymentError as exc:
         print(f"fedmtl deploy: error: {exc}", file=sys.stderr)
         return 1
@@ -178,24 +281,24 @@ def _add_deploy_parser(sub: Any) -> None:
         "local", help="CA, keys, SuperLink, N SuperNodes with their own data, flwr run, stop"
     )
     _add_experiment_args(local)
-    local.add_argument(
-        "--nodes", type=_at_least_one, default=3, help="SuperNodes to start (default 3)"
-    )
-    local.add_argument(
-        "--tls", action=argparse.BooleanOptionalAction, default=True, help="TLS (default on)"
-    )
+    local.set_defaults(experiment=None)  # with --resume: the deployment's own
+    local.add_argument("--nodes", type=_at_least_one, help="SuperNodes to start (default 3)")
+    local.add_argument("--tls", action=argparse.BooleanOptionalAction, help="TLS (default on)")
     local.add_argument(
         "--auth",
         action=argparse.BooleanOptionalAction,
-        default=True,
         help="SuperNode authentication with registered keys (default on)",
     )
     local.add_argument("--workdir", help="where keys, data, logs and runs go")
+    local.add_argument("--app", help="the Flower App to run (default: fedmtl's)")
     local.add_argument(
-        "--app", default=str(APP_DIR), help="the Flower App to run (default: fedmtl's)"
+        "--round-timeout", type=float, help="seconds a round waits for replies (default 120)"
     )
     local.add_argument(
-        "--round-timeout", type=float, default=120.0, help="seconds a round waits for replies"
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a deployed run from its last checkpoint (it ran with checkpoint-every "
+        ">= 1), with the options it was deployed with; --set num-rounds=N may extend it",
     )
     local.add_argument(
         "--timeout", type=float, default=3600.0, help="seconds the whole run may take"
@@ -284,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-references", action="store_true", help="skip local-only and centralized"
     )
     compare.set_defaults(func=cmd_compare)
+    _add_sweep_parser(sub)
     report = sub.add_parser("report", help="rebuild tables and plots of a run or comparison")
     report.add_argument("directory", help="a run directory or a comparison directory")
     report.set_defaults(func=cmd_report)

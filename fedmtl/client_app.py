@@ -11,6 +11,7 @@ encode the reply (the wire layout is :mod:`fedmtl.records`).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +24,7 @@ from flwr.clientapp.typing import Mod
 
 from fedmtl.assembly import experiment_from_run_config, resolved
 from fedmtl.client_state import ClientStateStore
-from fedmtl.config import ConfigError, ExperimentConfig, partition_spec
+from fedmtl.config import ConfigError, ExperimentConfig, deployment_run_dir, partition_spec
 from fedmtl.data import ClientData, client_tasks
 from fedmtl.data.device import device_tasks
 from fedmtl.features import (
@@ -36,9 +37,13 @@ from fedmtl.features import (
 from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays
 from fedmtl.poisoning import HONEST, TRAIN_LABELS, relabel
+from fedmtl.privacy import transformed_reply
+from fedmtl.private_training import DP_SGD_STATE, DpSgdSettings, PrivacyLedger
 from fedmtl.records import (
     ARRAYS,
     CLIENT,
+    DP_SGD_DELTA,
+    DP_SGD_EPSILON,
     TASK_ARRAYS,
     ClientInfo,
     Instruction,
@@ -47,7 +52,7 @@ from fedmtl.records import (
     reply_content,
     to_record,
 )
-from fedmtl.routines import LOCAL_STATE, ClientKeys, LocalWork, routine_for
+from fedmtl.routines import LOCAL_STATE, ClientKeys, LocalWork, Trained, routine_for
 from fedmtl.run_model import fresh_model, initial_model, run_scopes
 from fedmtl.scopes import keys_in, task_relevant
 from fedmtl.task_weighting import TaskWeighting, WeightingOptions, make_weighting
@@ -74,7 +79,7 @@ class ClientSetup:
         return not any(k.startswith("backbone.") for k in self.keys.trainable)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=4096)
 def client_setup(cfg: ExperimentConfig, client_id: int, labels: str = HONEST) -> ClientSetup:
     """Data, tasks and scoped keys of one simulated client (cached per Ray worker)."""
     return _setup_from(cfg, client_tasks(partition_spec(cfg), client_id), labels)
@@ -104,18 +109,28 @@ def setup_for(context: Context, cfg: ExperimentConfig) -> ClientSetup:
     return device_setup(cfg, tuple(sorted(node.items())), context.node_id)
 
 
-def _setup_from(cfg: ExperimentConfig, tasks: tuple[ClientData, ...], labels: str) -> ClientSetup:
+@lru_cache(maxsize=64)
+def _client_keys(cfg: ExperimentConfig, held: tuple[str, ...]) -> ClientKeys:
+    """The scoped keys of a client holding tasks ``held`` (one walk of the model per task set).
+
+    Built per client, this walked the whole model for every message of a run with
+    more clients than :func:`client_setup` caches (10,000 clients).
+    """
     model = initial_model(cfg)
     scopes = run_scopes(cfg)
-    mine = {k: s for k, s in scopes.items() if any(task_relevant(k, d.task) for d in tasks)}
+    mine = {k: s for k, s in scopes.items() if any(task_relevant(k, task) for task in held)}
     parameters = {name for name, _ in model.named_parameters()}
-    dataset = partition_spec(cfg).dataset_spec()
-    keys = ClientKeys(
+    return ClientKeys(
         shared=tuple(keys_in(scopes, "shared")),
         task=tuple(keys_in(mine, "task")),
         local=tuple(keys_in(mine, "local")),
         trainable=frozenset(k for k, s in mine.items() if s != "frozen" and k in parameters),
     )
+
+
+def _setup_from(cfg: ExperimentConfig, tasks: tuple[ClientData, ...], labels: str) -> ClientSetup:
+    dataset = partition_spec(cfg).dataset_spec()
+    keys = _client_keys(cfg, tuple(d.task for d in tasks))
     relabelled = tuple(relabel(d, labels, dataset.tasks[d.task].num_outputs) for d in tasks)
     return ClientSetup(tasks=relabelled, keys=keys)
 
@@ -181,11 +196,16 @@ def state_store(cfg: ExperimentConfig, context: Context | None = None) -> Client
     A deployed node started with ``--node-config "state-dir='/var/lib/fedmtl'"``
     keeps its head and local state on its own disk, across SuperNode restarts,
     under ``run-<run id>/``: a new run starts from the pretrained model, as its
-    server does, and never picks up a head of an earlier run.
+    server does, and never picks up a head of an earlier run. A run whose
+    ``run_config`` names its run directory (``run-dir``, or ``resume`` when a
+    restarted deployment continues it under a new run id) keeps it under
+    ``run-<that directory's name>/`` instead, so the resumed run finds it.
     """
     if context is not None and "state-dir" in context.node_config:
         root = Path(str(context.node_config["state-dir"])).expanduser()
-        return _store("disk", str(root / f"run-{context.run_id}"))
+        run_dir, _ = deployment_run_dir(context.run_config)
+        name = Path(run_dir).name if run_dir else context.run_id
+        return _store("disk", str(root / f"run-{name}"))
     return _store(cfg.client_state_mode, client_state_dir(cfg))
 
 
@@ -206,6 +226,29 @@ def task_weighting(
     if WEIGHTING_STATE in state:
         weighting.load_state(state[WEIGHTING_STATE])
     return weighting
+
+
+def dp_sgd_ledger(cfg: ExperimentConfig, state: dict[str, NDArrays]) -> PrivacyLedger | None:
+    """The client's DP-SGD ledger (``dp-sgd = true``), resumed from its saved history."""
+    if not cfg.dp_sgd:
+        return None
+    settings = DpSgdSettings(
+        noise_multiplier=cfg.dp_sgd_noise_multiplier,
+        max_grad_norm=cfg.dp_sgd_max_grad_norm,
+        delta=cfg.dp_sgd_delta,
+        accountant=cfg.dp_sgd_accountant,
+        seeded=cfg.dp_seeded_noise,
+    )
+    return PrivacyLedger.from_state(settings, state.get(DP_SGD_STATE))
+
+
+def dp_sgd_metrics(ledger: PrivacyLedger | None) -> dict[str, float]:
+    """The train metrics of a DP-SGD client: its ε so far (omitted if infinite) and δ."""
+    if ledger is None:
+        return {}
+    eps = ledger.epsilon()
+    shown = {DP_SGD_EPSILON: eps} if math.isfinite(eps) else {}
+    return {**shown, DP_SGD_DELTA: ledger.settings.delta}
 
 
 def _given(value: T | None, default: T) -> T:
@@ -251,7 +294,22 @@ def local_work(
         features=functools.partial(client_features, cfg, setup),
         objectives={d.task: dataset.tasks[d.task].objective for d in setup.tasks},
         weighting=task_weighting(cfg, setup, state, settings.seed),
+        private=dp_sgd_ledger(cfg, state),
     )
+
+
+def kept_state(work: LocalWork, trained: Trained, local_keys: tuple[str, ...]) -> dict[str, Any]:
+    """What a client keeps after training: its local scope, the weighting's and DP-SGD's state.
+
+    The routine's own state groups (``trained.state``) come last and win.
+    """
+    weights = work.weighting.state() if work.weighting else {}
+    return {
+        LOCAL_STATE: export_arrays(trained.model, local_keys),
+        **({WEIGHTING_STATE: weights} if weights else {}),
+        **({DP_SGD_STATE: work.private.state()} if work.private else {}),
+        **trained.state,
+    }
 
 
 def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:
@@ -269,21 +327,17 @@ def handle_train(msg: Message, context: Context, cfg: ExperimentConfig) -> Messa
     state = store.load(context, client, server_round - 1)
     work = local_work(msg, cfg, setup, instruction, state)
     trained = routine_for(instruction, cfg.strategy).train(work)
-    model, keys = trained.model.cpu(), setup.keys
-    weights = work.weighting.state() if work.weighting else {}
-    kept = {
-        LOCAL_STATE: export_arrays(model, keys.local),
-        **({WEIGHTING_STATE: weights} if weights else {}),
-    }
-    state = {**state, **kept, **trained.state}
+    model, keys = trained.model, setup.keys  # export_arrays copies to the CPU (no model walk)
+    state = {**state, **kept_state(work, trained, keys.local)}
     store.save(context, client, server_round, state, instruction.checkpoint_round)
     content = reply_content(
         _info(setup),
-        trained.metrics,
+        {**trained.metrics, **dp_sgd_metrics(work.private)},
         shared=to_record(export_arrays(model, keys.shared)),
         task=to_record(export_arrays(model, keys.task)) if keys.task else None,
     )
-    return Message(content=content, reply_to=msg)
+    # e.g. local DP: the client clips and noises what leaves it
+    return Message(content=transformed_reply(cfg, msg, content), reply_to=msg)
 
 
 def handle_evaluate(msg: Message, context: Context, cfg: ExperimentConfig) -> Message:

@@ -11,22 +11,25 @@ starts its own Ray session. Two references come with the strategies:
 * ``centralized`` (all clients' data pooled into one multi-task model, see
   :mod:`fedmtl.centralized`): the upper reference.
 
-Outputs, in ``<output-dir>/compare-<name>-<timestamp>/``: ``results.json``,
-``compare.md``, ``compare.csv`` and ``plots/``; their format and the tables
-are :mod:`fedmtl.results.compare`'s. ``fedmtl report <compare dir>`` rebuilds
-the tables and plots from ``results.json``.
+It is a sweep over ``strategy`` (:mod:`fedmtl.sweeps`): every (strategy,
+seed) is planned and validated before the first run, the folder
+``<output-dir>/compare-<name>-<hash>/`` is found again from the command, and a
+repeated command skips the finished runs (and a centralized reference already
+in ``results.json``). Outputs: ``results.json``, ``compare.md``,
+``compare.csv`` and ``plots/``, their format and the tables
+:mod:`fedmtl.results.compare`'s; the runs are in the sweep's slots under
+``runs/``. ``fedmtl report <compare dir>`` rebuilds the tables and plots from
+``results.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedmtl.assembly import load_run
-from fedmtl.config import ExperimentConfig
 from fedmtl.results.compare import (
     CENTRALIZED,
     LOCAL_ONLY,
@@ -34,6 +37,8 @@ from fedmtl.results.compare import (
     write_comparison_report,
     write_comparison_results,
 )
+from fedmtl.results.files import COMPARISON_RESULTS_FILE
+from fedmtl.sweeps import Simulate, default_simulate, plan_sweep, run_planned
 
 
 def run_comparison(
@@ -43,7 +48,8 @@ def run_comparison(
     overrides: Mapping[str, Any] | None = None,
     output_dir: Path | None = None,
     references: bool = True,
-    simulate: Callable[[ExperimentConfig], Path] | None = None,
+    simulate: Simulate | None = None,
+    log: Callable[[str], None] = print,
 ) -> Path:
     """Run every strategy for every seed; write results, tables and plots; return the folder.
 
@@ -64,20 +70,21 @@ def run_comparison(
     simulate : callable, optional
         Runs one config and returns its run directory (default:
         :func:`fedmtl.simulation.simulate`).
+    log : callable
+        Where progress lines go (default: ``print``).
     """
     from fedmtl.centralized import train_centralized
 
-    if simulate is None:
-        from fedmtl.simulation import simulate as simulate_on_ray
-
-        simulate = simulate_on_ray
-    base = load_run(experiment, overrides)
-    root = Path(output_dir or base.output_dir)
-    folder = root / f"compare-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    folder.mkdir(parents=True)
+    simulate = simulate or default_simulate()
     names = list(dict.fromkeys(strategies))
     if references and LOCAL_ONLY not in names:
         names.append(LOCAL_ONLY)
+    plan = plan_sweep(
+        experiment, [("strategy", names)], seeds, overrides, output_dir, prefix="compare"
+    )  # every run validated here, before the first one starts
+    folder = plan.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    plan.manifest.write()
     results: dict[str, Any] = {
         "experiment": experiment,
         "overrides": dict(overrides or {}),
@@ -85,28 +92,34 @@ def run_comparison(
         "strategies": names + ([CENTRALIZED] if references else []),
         "runs": {},
     }
-    cache = base.feature_cache_dir or str((folder / "feature-cache").resolve())
+    saved = folder / COMPARISON_RESULTS_FILE
+    done = json.loads(saved.read_text()).get("runs", {}) if saved.exists() else {}
     for seed in seeds:
-        for name in names:
-            values = {**(overrides or {}), "strategy": name, "seed": seed}
-            values.update({"output-dir": str(folder / "runs"), "feature-cache-dir": cache})
-            cfg = load_run(experiment, values)
-            print(f"compare: {name}, seed {seed}", flush=True)
-            run_dir = simulate(cfg)
+        for planned in (p for p in plan.runs if p.run.seed == seed):
+            name = planned.cfg.strategy
+
+            def tagged(text: str, name: str = name) -> None:
+                log(f"compare: {name}: {text}")
+
+            run_dir, _ = run_planned(planned, simulate, tagged)
             entry = run_entry(run_dir)
             if entry["failure"]:
-                print(f"compare: {name}, seed {seed} failed: {entry['failure']}", flush=True)
+                log(f"compare: {name}, seed {seed} failed: {entry['failure']}")
             results["runs"].setdefault(name, {})[str(seed)] = entry
             write_comparison_results(folder, results)  # what finished so far stays on disk
         if references:
-            cfg = dataclasses.replace(base, seed=seed)
-            print(f"compare: centralized reference, seed {seed}", flush=True)
-            central = train_centralized(cfg)
-            results["runs"].setdefault(CENTRALIZED, {})[str(seed)] = {
-                "final": central["tasks"],
-                "learning-rate": central["learning-rate"],
-                "epochs": central["epochs"],
-            }
+            central = done.get(CENTRALIZED, {}).get(str(seed))
+            if central is None:
+                log(f"compare: centralized reference, seed {seed}")
+                trained = train_centralized(dataclasses.replace(plan.base, seed=seed))
+                central = {
+                    "final": trained["tasks"],
+                    "learning-rate": trained["learning-rate"],
+                    "epochs": trained["epochs"],
+                }
+            else:
+                log(f"compare: centralized reference, seed {seed}: skipped (in results.json)")
+            results["runs"].setdefault(CENTRALIZED, {})[str(seed)] = central
             write_comparison_results(folder, results)
     write_comparison_report(folder)
     return folder

@@ -41,6 +41,10 @@ METRICS = "metrics"
 CLIENT = "client"
 NUM_EXAMPLES = "num-examples"
 QUERY_KEY = "fedmtl-query"
+#: Train metrics of a DP-SGD client (fedmtl.private_training): its ε so far over every round it
+#: trained in, and the δ that ε is for.
+DP_SGD_EPSILON = "dp-sgd-epsilon"
+DP_SGD_DELTA = "dp-sgd-delta"
 
 # Keys of the server's "config" record (train and evaluate); :class:`Instruction` decodes them.
 SERVER_ROUND = "server-round"  # set by every Flower strategy's configure_train/evaluate

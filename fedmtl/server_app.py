@@ -8,9 +8,11 @@ to ``metrics.jsonl`` and print progress. Nothing of the loop is copied.
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,11 +21,21 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedmtl.assembly import build_inner_strategy, experiment_from_run_config, resolved
-from fedmtl.checkpoint import Checkpoint, save_checkpoint
-from fedmtl.config import ConfigError, ExperimentConfig
+from fedmtl.atomic import atomic_write_text
+from fedmtl.checkpoint import Checkpoint, resume_point, save_checkpoint
+from fedmtl.config import (
+    RESUME_KEY,
+    RUN_DIR_KEY,
+    ConfigError,
+    ExperimentConfig,
+    deployment_run_dir,
+)
 from fedmtl.metrics import primary_metric
 from fedmtl.models.state import export_arrays
 from fedmtl.panels import attackers, evaluation_panel, holdout_clients
+from fedmtl.privacy import budget_stop_message, check_arrays, last_round, privacy_note
+from fedmtl.privacy import server_stages as privacy_stages
+from fedmtl.progress import with_progress
 from fedmtl.records import (
     CHECKPOINT_ROUND,
     GLOBAL_VIEW_EPOCHS,
@@ -32,6 +44,7 @@ from fedmtl.records import (
     to_record,
 )
 from fedmtl.results import (
+    METRICS_FILE,
     PhaseRecord,
     RoundRecord,
     RunDirectory,
@@ -40,6 +53,7 @@ from fedmtl.results import (
     format_task_table,
 )
 from fedmtl.results.rebuild import write_run_outputs, write_summary
+from fedmtl.results.reporters import Reporters
 from fedmtl.run_model import check_task_scope, fresh_model, run_scopes
 from fedmtl.scopes import keys_in, task_relevant
 from strategies import ScopedStrategy
@@ -78,6 +92,8 @@ class RoundRecorder:
         self.out = out
         self.start = self.last = time.monotonic()
         self.metrics_lines = 0
+        self.last_round = cfg.num_rounds  # earlier when a privacy budget stops the run
+        self.reporters = Reporters({})  # trackers mirroring each record (run_server opens them)
 
     def resume_from(self, checkpoint: Checkpoint) -> None:
         """Continue numbering, timing and the metrics file from ``checkpoint``."""
@@ -97,13 +113,14 @@ class RoundRecorder:
         record = self._record(server_round, now)
         self.last = now
         self.run.append_metrics(record)
+        self.reporters.round(record)
         self.metrics_lines += 1
         self._print(record)
         every = self.cfg.checkpoint_every
         if (
             every
             and server_round
-            and (server_round % every == 0 or server_round == self.cfg.num_rounds)
+            and (server_round % every == 0 or server_round == self.last_round)
         ):
             self._checkpoint(server_round, arrays, now)
         return None
@@ -144,6 +161,7 @@ class RoundRecorder:
             task_similarity=log.task_similarity,
             client_task_similarity=log.client_task_similarity,
             client_task_similarity_clients=log.client_task_similarity_clients,
+            privacy=dict(log.privacy),
         )
 
     def _print(self, record: RoundRecord) -> None:
@@ -159,6 +177,10 @@ class RoundRecorder:
             extra = f"  [{len(record.rejected)} rejected, {len(record.failures)} failed]"
         if record.skipped:
             extra += f"  [skipped: {record.skip_reason or 'no reason recorded'}]"
+        if "epsilon" in record.privacy:
+            extra += f"  eps {record.privacy['epsilon']:.3f}"
+        elif "noise-multiplier" in record.privacy:
+            extra += "  eps inf"
         print(
             f"round {record.round:>3}/{self.cfg.num_rounds}  "
             f"{record.round_s or 0.0:6.2f}s  " + " | ".join(parts) + extra,
@@ -181,18 +203,21 @@ def run_server(
     ``metrics.jsonl`` keeps only the rounds the checkpoint covers.
     """
     cfg = resolved(cfg)  # the strategy's scope preset, as the clients apply it
+    grid = with_progress(grid)  # replies received inside a round, on a terminal only
     random.seed(cfg.seed)  # Flower samples nodes with the global `random`
     np.random.seed(cfg.seed)
     check_task_scope(cfg)
     shared, per_task = initial_arrays(cfg)
+    check_arrays(cfg, shared, per_task)
     inner = build_inner_strategy(cfg)
+    last = last_round(cfg)  # num-rounds, or the last within the privacy budget
     strategy = ScopedStrategy(
         inner,
         per_task,
         ScopedOptions(
             query_timeout=cfg.round_timeout_s,
             evaluate_every=cfg.evaluate_every,
-            final_round=cfg.num_rounds,
+            final_round=last,
             excluded_clients=holdout_clients(cfg),
             evaluate_panel=evaluation_panel(cfg),
             node_wait_timeout=cfg.node_wait_timeout_s,
@@ -201,6 +226,7 @@ def run_server(
             task_aggregation=cfg.task_aggregation,
             tasks=tuple(cfg.tasks),
         ),
+        stages=privacy_stages(cfg),
     )
     train_config = Instruction(
         local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate
@@ -209,6 +235,7 @@ def run_server(
     if cfg.global_view_epochs:
         evaluate_config[GLOBAL_VIEW_EPOCHS] = cfg.global_view_epochs
     recorder = RoundRecorder(cfg, run, strategy, grid, evaluate_config, train_config=train_config)
+    recorder.last_round = last
     first_round = 1
     if resume is not None:
         strategy.load_state_dict(resume.strategy, same_nodes=False)
@@ -217,16 +244,22 @@ def run_server(
         run.truncate_metrics(resume.metrics_lines)
         recorder.resume_from(resume)
         first_round = resume.server_round + 1
+    # Trackers open before round 1 (a missing package stops the run here); a resumed
+    # run's reporters drop or skip what they logged from its first redone round on.
+    recorder.reporters = Reporters.open(cfg, run, first_round if resume is not None else 0)
     print(
         f"fedmtl: {cfg.name}: {cfg.num_clients} clients, tasks {list(cfg.tasks)}, "
         f"strategy {cfg.strategy}, rounds {first_round}-{cfg.num_rounds} -> {run.path}",
         flush=True,
     )
+    if privacy_note(cfg):
+        print(f"fedmtl: {privacy_note(cfg)}", flush=True)
+    budget_stop = budget_stop_message(cfg, last)
     try:
         result = strategy.start(
             grid=grid,
             initial_arrays=shared,
-            num_rounds=cfg.num_rounds - first_round + 1,
+            num_rounds=max(last - first_round + 1, 0),
             timeout=cfg.round_timeout_s,
             train_config=train_config,
             evaluate_config=evaluate_config,
@@ -236,6 +269,10 @@ def run_server(
         # What finished stays on disk, summarized, before the run ends with the reason.
         print(f"fedmtl: stopping: {exc}", file=sys.stderr, flush=True)
         write_summary(run, stopped=str(exc))
+        recorder.reporters.close(None)
+        raise
+    except BaseException:
+        recorder.reporters.close(None)
         raise
     final = result.arrays if len(result.arrays) else shared
     run.save_arrays("shared", from_record(final))
@@ -247,8 +284,12 @@ def run_server(
         extra["unseen"] = unseen
     if cfg.attack != "none":
         extra["attackers"] = sorted(attackers(cfg))
+    if budget_stop is not None:  # a clean stop, not a failure
+        extra["stopped"] = budget_stop
+        print(f"fedmtl: stopped: {budget_stop}", flush=True)
     # The summary says whether the run failed ("status"); the entry points read it there.
     summary = write_run_outputs(run, extra)
+    recorder.reporters.close(summary)
     _print_final(run.rounds(), RunOutcome.from_summary(summary))
     return summary
 
@@ -299,6 +340,72 @@ def _print_final(records: list[RoundRecord], outcome: RunOutcome) -> None:
         )
 
 
+def deployment_run(
+    cfg: ExperimentConfig, run_config: Mapping[str, Any]
+) -> tuple[RunDirectory, Checkpoint | None]:
+    """The run directory of a ``flwr run`` and the checkpoint to resume, from its run config.
+
+    ``resume = "<run dir>"`` continues that run from its checkpoint (``cfg`` must
+    be its config, ``num-rounds`` aside); ``run-dir = "<dir>"`` starts a new run
+    there (refused if a run is already recorded in it); neither makes a new
+    timestamped directory under ``output-dir``.
+    """
+    path, resume = deployment_run_dir(run_config)
+    if path is None:
+        return RunDirectory.create(cfg), None
+    where = Path(path).expanduser()
+    if resume:
+        return RunDirectory(where), resumable_deployment(where, cfg)
+    if (where / METRICS_FILE).exists():
+        raise ConfigError(
+            RUN_DIR_KEY,
+            f"'{where}' already holds a run: continue it with {RESUME_KEY} = '{where}', "
+            "or choose a new directory",
+        )
+    run = RunDirectory.create_at(cfg, where)
+    # The mark of a run whose devices keep their state under the directory's name.
+    atomic_write_text(where / DEPLOYED_RUN_FILE, json.dumps({RUN_DIR_KEY: str(where)}) + "\n")
+    return run, None
+
+
+#: In a run directory started by ``flwr run`` with ``run-dir``: that directory (JSON).
+DEPLOYED_RUN_FILE = "deployed-run.json"
+
+
+def resumable_deployment(run_dir: Path, cfg: ExperimentConfig) -> Checkpoint:
+    """The checkpoint a restarted deployment continues ``run_dir`` from.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``resume`` when the run was not started with ``run-dir`` (its
+        devices keep their state under the run id of that first run, which a
+        new run cannot reach), else as :func:`fedmtl.checkpoint.resume_point`.
+    """
+    checkpoint = resume_point(run_dir, cfg, RESUME_KEY)
+    if not (run_dir / DEPLOYED_RUN_FILE).is_file():
+        raise ConfigError(
+            RESUME_KEY,
+            f"'{run_dir}' was not started by `flwr run` with run-dir = '<dir>' (no "
+            f"{DEPLOYED_RUN_FILE}): its devices keep their state under that run's id, which a "
+            "resumed run cannot find; start deployments with run-dir to make them resumable",
+        )
+    return checkpoint
+
+
+#: Seconds between a simulation grid's checks for replies (Flower's default is 0.1 s). A
+#: round waits twice (train, evaluate), so the default added up to 0.2 s to every round.
+SIMULATION_PULL_S = 0.02
+
+
+def poll_replies_often(grid: Grid) -> None:
+    """Make Flower's in-memory (simulation) grid look for replies every ``SIMULATION_PULL_S``."""
+    from flwr.superlink.grid import InMemoryGrid
+
+    if isinstance(grid, InMemoryGrid):
+        grid.pull_interval = SIMULATION_PULL_S
+
+
 def make_server_app(
     cfg: ExperimentConfig | None = None,
     run_dir: Path | None = None,
@@ -312,11 +419,16 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        poll_replies_often(grid)
         config = cfg if cfg is not None else experiment_from_run_config(context.run_config)
         if cfg is None and config.attack != "none":
             raise ConfigError("attack", "malicious clients run only under `fedmtl simulate`")
-        run = RunDirectory(run_dir) if run_dir is not None else RunDirectory.create(config)
-        run_server(grid, config, run, resume)
+        if cfg is None:  # `flwr run`: the run config may name the run directory, or resume it
+            run, checkpoint = deployment_run(config, context.run_config)
+        else:
+            run = RunDirectory(run_dir) if run_dir is not None else RunDirectory.create(config)
+            checkpoint = resume
+        run_server(grid, config, run, checkpoint)
 
     return app
 

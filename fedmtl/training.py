@@ -94,31 +94,65 @@ def batch_logits(
     return logits
 
 
-def _freeze_modes(model: nn.Module) -> None:
-    """Put every submodule whose parameters are all frozen in eval mode.
+def _all_in_mode(module: nn.Module, training: bool) -> bool:
+    """Whether ``module`` and all its submodules are in mode ``training`` (a plain walk)."""
+    stack = [module]
+    while stack:
+        current = stack.pop()
+        if current.training != training:
+            return False
+        stack.extend(child for child in current._modules.values() if child is not None)
+    return True
+
+
+def set_mode(module: nn.Module, training: bool) -> None:
+    """``module.train(training)``, skipping subtrees already in that mode.
+
+    The same end state and the same ``train`` overrides called where a mode
+    changes; a frozen transformer already in eval mode is not walked through
+    ``train`` on every message (a tenth of a frozen-MiniLM client's work).
+    """
+    if _all_in_mode(module, training):
+        return
+    if type(module).train is not nn.Module.train:  # an override sees its whole subtree
+        module.train(training)
+        return
+    module.training = training  # what nn.Module.train does, child by child
+    for child in module.children():
+        set_mode(child, training)
+
+
+def _train_modes(module: nn.Module, prefix: str, params: list[tuple[str, nn.Parameter]]) -> None:
+    """Train mode, but every submodule whose parameters are all frozen in eval mode.
 
     A frozen layer must compute what it computed when pretrained: no dropout,
-    and batch-norm statistics neither used per batch nor updated.
+    and batch-norm statistics neither used per batch nor updated. Equivalent to
+    ``module.train()`` and then ``eval()`` on the first all-frozen module of
+    each branch, without walking the subtrees that already are in their mode.
+    ``params`` are ``module``'s ``(name, parameter)`` pairs as the whole model
+    names them (shared ones under each name), ``prefix`` its own name and ``"."``.
     """
-    # eval() is recursive: stop at the first all-frozen module of each branch (one walk
-    # of the tree, not one per module; a transformer's walk took half a head's round).
-    params = list(model.parameters())
-    if params and not any(p.requires_grad for p in params):
-        model.eval()
+    if params and not any(p.requires_grad for _, p in params):
+        set_mode(module, False)
         return
-    for child in model.children():
-        _freeze_modes(child)
+    if not params or type(module).train is not nn.Module.train:
+        set_mode(module, True)
+        if not params:
+            return
+    module.training = True
+    for name, child in module.named_children():
+        inner = f"{prefix}{name}."
+        _train_modes(child, inner, [(n, p) for n, p in params if n.startswith(inner)])
 
 
 def trainable_parameters(model: nn.Module, trainable: set[str]) -> list[nn.Parameter]:
     """Unfreeze exactly ``trainable`` (train mode, frozen layers in eval mode); return them."""
-    model.train()
     params = []
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)
         if name in trainable:
             params.append(param)
-    _freeze_modes(model)
+    _train_modes(model, "", list(model.named_parameters(remove_duplicate=False)))
     return params
 
 
@@ -190,9 +224,10 @@ def train_local(
     if not params or settings.epochs == 0 or len(y) == 0:
         return {"loss": float("nan") if len(y) == 0 else 0.0, "num-examples": len(y)}
     optimizer = OPTIMIZERS.get(settings.optimizer)(params, settings)
-    named = dict(model.named_parameters())
+    named: dict[str, nn.Parameter] = {}
     reference = {}
     if settings.proximal_mu > 0 and proximal_reference:
+        named = dict(model.named_parameters())  # a walk of the whole model: only when needed
         reference = {k: v.detach().to(device) for k, v in proximal_reference.items() if k in named}
     ys = objective.targets(y).to(device)
     torch.manual_seed(settings.seed)  # dropout and other global draws: same in every worker
@@ -242,7 +277,7 @@ def evaluate(
     """
     device = device or torch.device("cpu")
     (model.heads if features is not None else model).to(device)
-    model.eval()
+    set_mode(model, False)
     ys = objective.targets(y)
     loss_sum, outputs = 0.0, []
     for batch in batch_order(len(y), batch_size, None):

@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow"
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export FEDMTL_EXTRAS="dev,text,lora,vision"
+export FEDMTL_EXTRAS="dev,text,lora,vision,dp,dpsgd,tracking,api"
 # shellcheck disable=SC1091
 . "$ROOT/scripts/setup.sh"
 cd "$ROOT"

@@ -44,6 +44,9 @@ class RoundLog:
         client holds two tasks.
     client_task_similarity_clients : dict of str to dict of str to int
         How many clients each pair of ``client_task_similarity`` averages.
+    privacy : dict of str to float
+        A differentially private run's accounting after this round (``epsilon``,
+        ``delta``, ``noise-multiplier``, ``clip``: :mod:`strategies.privacy`); empty otherwise.
     """
 
     bytes_down: int = 0
@@ -58,6 +61,7 @@ class RoundLog:
     task_similarity: dict[str, dict[str, float]] = field(default_factory=dict)
     client_task_similarity: dict[str, dict[str, float]] = field(default_factory=dict)
     client_task_similarity_clients: dict[str, dict[str, int]] = field(default_factory=dict)
+    privacy: dict[str, float] = field(default_factory=dict)
 
     def skip(self, reason: str) -> None:
         """Mark the round as skipped (the previous weights are kept) with ``reason``."""

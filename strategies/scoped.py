@@ -21,7 +21,10 @@ sees exactly what a stock strategy expects: replies holding one ArrayRecord
   deadline for the minimum number of nodes and seeded sampling
   (:mod:`strategies.nodes`);
 * each round's client rows, rejections, failures, bytes, outcome and the inner
-  strategy's metrics go to a :class:`~strategies.round_log.RoundLog`.
+  strategy's metrics go to a :class:`~strategies.round_log.RoundLog`;
+* the screened train replies pass through ``stages`` (:class:`~strategies.privacy.ReplyStage`:
+  uniform weights, differential privacy's clipping and noise) before either scope
+  is aggregated.
 
 Local-scope weights are never seen: clients do not send them.
 """
@@ -31,7 +34,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -63,6 +66,7 @@ from strategies.nodes import (
     NotEnoughNodesError,
     sample_key,
 )
+from strategies.privacy import ReplyStage, SentArrays, apply_stages, load_stage_states
 from strategies.replies import Expected, check_arrays, spec_of, strip_reply
 from strategies.round_log import RoundLog
 from strategies.screening import ValidReply, screen_replies
@@ -180,6 +184,8 @@ class ScopedStrategy(Strategy):
         Initial task-scope arrays for each task (empty when the run has no task scope).
     options : ScopedOptions, optional
         Reply limits, node listing and evaluation schedule (defaults if omitted).
+    stages : sequence of ReplyStage, optional
+        Applied in order to the valid train replies before aggregation (:mod:`strategies.privacy`).
 
     Attributes
     ----------
@@ -206,8 +212,10 @@ class ScopedStrategy(Strategy):
         inner: Strategy,
         task_arrays: Mapping[str, ArrayRecord] | None = None,
         options: ScopedOptions | None = None,
+        stages: Sequence[ReplyStage] = (),
     ) -> None:
         self.inner = inner
+        self.stages = tuple(stages)
         self.options = options = options or ScopedOptions()
         self.task_rule = task_rule(options.task_aggregation, inner)
         self.task_arrays: dict[str, NDArrays] = {
@@ -343,6 +351,8 @@ class ScopedStrategy(Strategy):
         server_round += self.round_offset
         log = self.rounds[server_round]
         valid = self._screen(server_round, replies, train=True, log=log)
+        sent = SentArrays(self._expected.sent or {}, self.task_arrays)
+        valid = apply_stages(self.stages, server_round, valid, sent, log)
         if not valid:
             return self._skip(server_round, "no valid training reply")
         record_similarity(log, valid, self._expected.sent)
@@ -400,6 +410,7 @@ class ScopedStrategy(Strategy):
                 **self.nodes.state(),
                 "shared-spec": self._expected.shared,
                 "rounds": dict(self.rounds),
+                "stages": [stage.state() for stage in self.stages],  # e.g. the accountant
             }
         )
 
@@ -417,6 +428,7 @@ class ScopedStrategy(Strategy):
             self.nodes.restore(state)
         self._expected = replace(self._expected, shared=state["shared-spec"])
         self.rounds = defaultdict(RoundLog, state["rounds"])
+        load_stage_states(self.stages, state.get("stages", []))
 
 
 def evaluate_instructions(

@@ -338,7 +338,8 @@ FLOAT_KEYS = sorted(
 
 def test_every_float_key_is_covered_by_the_finite_checks() -> None:
     # A float field added later lands in FLOAT_KEYS and is tested below automatically.
-    assert len(FLOAT_KEYS) == 18  # 16 + input-shift-strength + dwa-temperature
+    # 16 + input-shift-strength + dwa-temperature + 3 dp-sgd-* + 8 dp-* (client-level DP)
+    assert len(FLOAT_KEYS) == 29
     assert {"learning-rate", "max-update-ratio", "dirichlet-alpha"} <= set(FLOAT_KEYS)
 
 

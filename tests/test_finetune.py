@@ -176,16 +176,14 @@ def test_fresh_models_share_all_frozen_submodules_and_copy_mixed_ones() -> None:
 
 def test_freeze_modes_puts_exactly_the_all_frozen_modules_in_eval_mode() -> None:
     # Prepare: a trainable head beside a frozen body holding a dropout and a half-frozen block
-    from fedmtl.training import _freeze_modes
+    from fedmtl.training import trainable_parameters
 
     frozen_body = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
     half = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     model = torch.nn.Sequential(frozen_body, half, torch.nn.Linear(2, 2))
-    for p in [*frozen_body.parameters(), *half[0].parameters()]:
-        p.requires_grad_(False)
-    model.train()
-    # Execute
-    _freeze_modes(model)
+    model.eval()
+    # Execute: only half[1] and the last layer train
+    trainable_parameters(model, {"1.1.weight", "1.1.bias", "2.weight", "2.bias"})
     # Assert
     assert not frozen_body.training and not frozen_body[1].training and not half[0].training
     assert model.training and half.training and half[1].training and model[2].training

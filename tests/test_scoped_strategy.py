@@ -828,5 +828,6 @@ def test_options_are_frozen_and_hold_frozen_client_sets() -> None:
 
 def test_the_wrapper_class_stays_small() -> None:
     # Issue 12: the wrapper delegates; checks, nodes and the log live in their own modules
+    # (issue 15: + the reply-stage seam, delegating to strategies/privacy.py)
     lines, _ = inspect.getsourcelines(ScopedStrategy)
-    assert len(lines) < 250
+    assert len(lines) < 260

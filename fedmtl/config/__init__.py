@@ -20,8 +20,12 @@ and model layers take from a config).
 """
 
 from fedmtl.config.experiments import (
+    DEPLOYMENT_RUN_KEYS,
     EXPERIMENTS_DIR,
+    RESUME_KEY,
+    RUN_DIR_KEY,
     config_from_run_config,
+    deployment_run_dir,
     experiment_values,
     load_experiment,
     read_experiment_file,
@@ -35,13 +39,17 @@ from fedmtl.config.views import partition_spec, scope_rules
 
 __all__ = [
     "CHOICES",
+    "DEPLOYMENT_RUN_KEYS",
     "EXPERIMENTS_DIR",
     "RANGES",
+    "RESUME_KEY",
+    "RUN_DIR_KEY",
     "SCOPES",
     "ConfigError",
     "ExperimentConfig",
     "build_config",
     "config_from_run_config",
+    "deployment_run_dir",
     "experiment_values",
     "known_keys",
     "load_experiment",

@@ -70,13 +70,50 @@ def load_experiment(
     return build_config(experiment_values(experiment, overrides))
 
 
+#: Run-config keys of a deployment's run directory, not experiment keys: ``run-dir``
+#: (where the ServerApp writes the run) and ``resume`` (a run directory to continue
+#: from its checkpoint); see :func:`deployment_run_dir`.
+RUN_DIR_KEY, RESUME_KEY = "run-dir", "resume"
+DEPLOYMENT_RUN_KEYS = (RUN_DIR_KEY, RESUME_KEY)
+
+
+def deployment_run_dir(run_config: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """The run directory Flower's ``run_config`` names, and whether to resume it.
+
+    ``resume = "<run dir>"`` continues that run; ``run-dir = "<dir>"`` starts a
+    new run there; neither: ``(None, False)`` (a new timestamped directory).
+
+    Raises
+    ------
+    ConfigError
+        When a key is not a non-empty string, or both are given and differ.
+    """
+    given = {}
+    for key in DEPLOYMENT_RUN_KEYS:
+        value = run_config.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a directory path (a string), got {value!r}")
+        given[key] = value
+    resume, run_dir = given.get(RESUME_KEY), given.get(RUN_DIR_KEY)
+    if resume is not None and run_dir is not None and resume != run_dir:
+        raise ConfigError(
+            RUN_DIR_KEY, f"'{run_dir}' differs from resume '{resume}': give only resume"
+        )
+    if resume is not None:
+        return resume, True
+    return run_dir, False
+
+
 def run_config_values(run_config: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """The experiment named by Flower's ``run_config`` and its overrides.
 
     The key ``experiment`` names the file; ``overrides`` holds space-separated
-    ``key=value`` pairs (the syntax of ``--set``); any other key is an override too.
+    ``key=value`` pairs (the syntax of ``--set``); any other key is an override too,
+    except the deployment's run directory keys (:data:`DEPLOYMENT_RUN_KEYS`).
     """
-    values = dict(run_config)
+    values = {k: v for k, v in run_config.items() if k not in DEPLOYMENT_RUN_KEYS}
     experiment = values.pop("experiment", None)
     overrides = dict(parse_override(t) for t in shlex.split(str(values.pop("overrides", ""))))
     # Flower flattens nothing else for us: any other key is an override too.

@@ -27,6 +27,7 @@ from fedmtl.data.assignment import TASK_ASSIGNMENTS
 from fedmtl.data.partitioners import PARTITIONERS
 from fedmtl.data.shifts import SHIFT_CHOICES
 from fedmtl.poisoning import ATTACKS
+from fedmtl.private_training import ACCOUNTANTS
 from fedmtl.scopes import FINETUNE_MODES
 from fedmtl.task_weighting import TASK_WEIGHTINGS
 from fedmtl.training import OPTIMIZERS
@@ -46,6 +47,10 @@ CHOICES: dict[str, Collection[str]] = {
     "client-state": ("auto", "memory", "disk"),
     "attack": ATTACKS,
     "input-shift": SHIFT_CHOICES,
+    "dp-sgd-accountant": ACCOUNTANTS,
+    "client-weighting": ("examples", "uniform"),
+    "dp": ("none", "central", "local"),
+    "dp-clipping": ("fixed", "adaptive"),
     # strategies.task_rules.task_rule_names(), listed here: config imports no strategies
     "task-aggregation": ("auto", "bulyan", "krum", "mean", "median", "multikrum", "trimmed-mean"),
 }
@@ -88,6 +93,17 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "attack-scale": (0.0, None, False),
     "client-num-cpus": (0.0, None, False),
     "client-num-gpus": (0.0, None, True),
+    "dp-sgd-noise-multiplier": (0.0, None, False),
+    "dp-sgd-max-grad-norm": (0.0, None, False),
+    "dp-sgd-delta": (0.0, 1.0, False),
+    "dp-clip": (0.0, None, False),
+    "dp-noise-multiplier": (0.0, None, True),
+    "dp-epsilon": (0.0, None, True),
+    "dp-delta": (0.0, 1.0, False),
+    "dp-max-epsilon": (0.0, None, True),
+    "dp-target-quantile": (0.0, 1.0, True),
+    "dp-clip-learning-rate": (0.0, None, False),
+    "dp-clipped-count-stddev": (0.0, None, True),
 }
 
 

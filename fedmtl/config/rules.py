@@ -12,6 +12,7 @@ from fedmtl.models import BackboneOptionError, check_backbone
 from fedmtl.poisoning import ATTACKS
 from fedmtl.registry import RegistryError
 from fedmtl.scopes import ScopeRuleError, ScopeRules
+from fedmtl.trackers import TRACKERS, TrackerUnavailableError
 
 
 def validate_cross_keys(cfg: ExperimentConfig) -> None:
@@ -29,6 +30,9 @@ def validate_cross_keys(cfg: ExperimentConfig) -> None:
     _check_input_shift(cfg)
     _check_label_noise(cfg)
     _check_task_weights(cfg)
+    _check_trackers(cfg)
+    _check_dp_sgd(cfg)
+    _check_dp(cfg)
     if cfg.checkpoint_every > 0 and cfg.client_state == "memory":
         raise ConfigError(
             "client-state",
@@ -203,3 +207,98 @@ def _check_input_shift(cfg: ExperimentConfig) -> None:
             "input-shift-strength",
             f"'{cfg.input_shift}' needs a strength > 0{bound} ({shift.strength}), got {strength}",
         )
+
+
+def _check_dp_sgd(cfg: ExperimentConfig) -> None:
+    """DP-SGD (``dp-sgd = true``) only where every step is per-example clipped and accounted."""
+    if not cfg.dp_sgd:
+        return
+    if cfg.dp_sgd_delta >= 1.0:
+        raise ConfigError("dp-sgd-delta", f"must be > 0 and < 1, got {cfg.dp_sgd_delta}")
+    refused = {
+        "tasks-per-client": (
+            cfg.tasks_per_client > 1,
+            "must be 1: the joint trainer of several tasks per client has no per-example gradients",
+        ),
+        "task-weighting": (
+            cfg.task_weighting != "equal",
+            "must be 'equal': a learned weighting trains on private losses outside DP-SGD",
+        ),
+        "global-view-epochs": (
+            cfg.global_view_epochs > 0,
+            "must be 0: tuning a head at evaluation trains on private data outside the accountant",
+        ),
+        "unseen-finetune-epochs": (
+            cfg.holdout_clients > 0 and cfg.unseen_finetune_epochs > 0,
+            "must be 0 with holdout-clients > 0: unseen clients tune a head on private data "
+            "outside the accountant",
+        ),
+    }
+    for key, (wrong, why) in refused.items():
+        if wrong:
+            raise ConfigError(key, f"with dp-sgd = true {why}")
+
+
+def _check_trackers(cfg: ExperimentConfig) -> None:
+    """``trackers``: registered names (:data:`fedmtl.trackers.TRACKERS`), once each, installed."""
+    allowed = TRACKERS.names()
+    for name in cfg.trackers:
+        if name not in TRACKERS:
+            raise ConfigError(
+                "trackers", f"'{name}' is not one of {allowed}{suggest(name, allowed)}"
+            )
+        try:
+            TRACKERS.get(name).require(name)
+        except TrackerUnavailableError as exc:
+            raise ConfigError("trackers", str(exc)) from None
+    if len(set(cfg.trackers)) != len(cfg.trackers):
+        raise ConfigError("trackers", f"lists a tracker twice: {list(cfg.trackers)}")
+
+
+def _check_dp(cfg: ExperimentConfig) -> None:
+    """Client-level DP (``dp``): the settings its guarantee and accounting rest on.
+
+    What needs the built strategy (its aggregation rule) is checked by
+    :func:`fedmtl.privacy.check_strategy`.
+    """
+    if cfg.dp == "none":
+        return
+    taking_part = cfg.num_clients - cfg.holdout_clients
+    refused = {
+        "client-weighting": (
+            cfg.dp == "central" and cfg.client_weighting != "uniform",
+            "must be 'uniform': a client weighted by its examples moves the mean by more "
+            "than clip / clients, and the accounting assumes equal weights",
+        ),
+        "dp-delta": (
+            cfg.dp_delta >= 1.0 / taking_part,
+            f"must be < 1 / clients taking part (1/{taking_part}), got {cfg.dp_delta}: "
+            "a larger delta allows publishing one client's update as it is",
+        ),
+        "dp-noise-multiplier": (
+            cfg.dp_epsilon > 0 and cfg.dp_noise_multiplier > 0,
+            "give dp-noise-multiplier or a target dp-epsilon (the noise is solved for), not both",
+        ),
+        "dp-clipping": (
+            cfg.dp == "local" and cfg.dp_clipping == "adaptive",
+            "'adaptive' needs the server's noised clipped count: use dp = 'central' or "
+            "dp-clipping = 'fixed'",
+        ),
+        "dp-max-epsilon": (
+            cfg.dp_max_epsilon > 0 and cfg.dp_noise_multiplier == 0 and cfg.dp_epsilon == 0,
+            "a budget needs noise: set dp-noise-multiplier > 0 or dp-epsilon > 0",
+        ),
+        "min-available-clients": (
+            0 < cfg.min_available_clients < taking_part,
+            "must be 0 (every client taking part) with dp: the accountant needs a fixed "
+            "sample of m of N clients, not one that depends on who is connected",
+        ),
+        "task-aggregation": (
+            cfg.dp == "central" and cfg.task_aggregation not in ("auto", "mean"),
+            "must be 'auto' or 'mean' with dp = 'central': robust rules discard or reweight "
+            "clipped updates, so noise of clip / clients no longer covers them",
+        ),
+    }
+    for key, (wrong, why) in refused.items():
+        if wrong:
+            raise ConfigError(key, f"with dp = '{cfg.dp}' {why}")

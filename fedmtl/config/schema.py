@@ -98,6 +98,12 @@ class ExperimentConfig:
     task_weights: Mapping[str, float] = field(default_factory=_empty_table)
     dwa_temperature: float = 2.0
     device: str = "auto"
+    # example-level DP-SGD of local training (fedmtl.private_training; needs the dpsgd extra)
+    dp_sgd: bool = False
+    dp_sgd_noise_multiplier: float = 1.0
+    dp_sgd_max_grad_norm: float = 1.0
+    dp_sgd_delta: float = 1e-5
+    dp_sgd_accountant: str = "rdp"
     # federation
     strategy: str = "fedavg"
     strategy_options: Mapping[str, Any] = field(default_factory=_empty_table)
@@ -109,6 +115,19 @@ class ExperimentConfig:
     node_wait_timeout_s: float = 300.0
     max_update_ratio: float = 1000.0
     task_aggregation: str = "auto"
+    client_weighting: str = "examples"
+    # client-level differential privacy (fedmtl.privacy, strategies.privacy; the dp extra)
+    dp: str = "none"
+    dp_clipping: str = "fixed"
+    dp_clip: float = 1.0
+    dp_noise_multiplier: float = 0.0
+    dp_epsilon: float = 0.0
+    dp_delta: float = 1e-5
+    dp_max_epsilon: float = 0.0
+    dp_target_quantile: float = 0.5
+    dp_clip_learning_rate: float = 0.2
+    dp_clipped_count_stddev: float = 0.0
+    dp_seeded_noise: bool = False
     # evaluation, checkpoints and client state
     evaluate_every: int = 1
     evaluate_panel: int = 0
@@ -121,6 +140,7 @@ class ExperimentConfig:
     checkpoint_every: int = 0
     client_state: str = "auto"
     client_state_dir: str = ""
+    trackers: tuple[str, ...] = ()  # fedmtl.trackers names: mirror rounds to TensorBoard, MLflow
     # Ray: resources per simulated client, and the cluster to attach to ("" = a local Ray)
     client_num_cpus: float = 1.0
     client_num_gpus: float = 0.0
@@ -139,8 +159,14 @@ class ExperimentConfig:
         return out
 
     def __hash__(self) -> int:
-        # Mapping fields are not hashable; the canonical JSON form is.
-        return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
+        # Mapping fields are not hashable; the canonical JSON form is. It is built once
+        # per object (every lru_cache lookup keyed by a config hashes it: ~1 ms a time),
+        # kept as text, not as a number, since string hashes differ between processes.
+        canonical = self.__dict__.get("_canonical")
+        if canonical is None:
+            canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
+            object.__setattr__(self, "_canonical", canonical)
+        return hash(canonical)
 
     @property
     def client_state_mode(self) -> str:

@@ -11,7 +11,9 @@
 3. ``flwr supernode register`` for each node's public key;
 4. one SuperNode per node, each with its data file(s), task(s) and state
    directory in ``--node-config`` (one file per task it holds);
-5. ``flwr run <app> <connection> --stream``;
+5. ``flwr run <app> <connection> --stream``, the run directory named in the run
+   config (``run-dir``; ``resume`` to continue a run from its checkpoint, see
+   :func:`resume_options`), with these options in its ``deployment.json``;
 6. SIGTERM to every process group it started (SIGKILL after a grace period),
    also when anything above fails or the user presses Ctrl-C.
 
@@ -22,6 +24,7 @@ Every process writes to ``<workdir>/logs/``; their PIDs are in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -38,7 +41,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from fedmtl.atomic import atomic_write_text
-from fedmtl.config import load_experiment, parse_override, partition_spec
+from fedmtl.config import (
+    RESUME_KEY,
+    RUN_DIR_KEY,
+    ConfigError,
+    load_experiment,
+    parse_override,
+    partition_spec,
+)
 from fedmtl.deploy.certs import NodeKey, TlsFiles, write_node_key, write_tls_files
 from fedmtl.deploy.device_files import DeviceFile, write_device_files
 from fedmtl.results import RunDirectory
@@ -48,6 +58,8 @@ APP_DIR = Path(__file__).resolve().parents[2]  # fedmtl's Flower App: the reposi
 STOP_GRACE_S = 15.0
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _FLOWER_LOG_LEVELS = ("INFO", "DEBUG", "WARNING")
+#: In a deployed run's directory: the :class:`DeployOptions` that started it.
+DEPLOYMENT_FILE = "deployment.json"
 
 
 class DeploymentError(RuntimeError):
@@ -95,6 +107,9 @@ class DeployOptions:
         The Flower App ``flwr run`` packages (the repository root).
     round_timeout_s : float
         Per-round timeout handed to the run (a vanished node costs at most this).
+    resume : Path, optional
+        A run directory of an earlier deployment with these options: the run
+        continues from its checkpoint, the devices from their state.
     """
 
     workdir: Path
@@ -105,6 +120,64 @@ class DeployOptions:
     overrides: tuple[str, ...] = ()
     app_dir: Path = APP_DIR
     round_timeout_s: float = 120.0
+    resume: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """What :meth:`from_json` reads back (``resume`` is not kept)."""
+        return {
+            "workdir": str(self.workdir.resolve()),
+            "nodes": self.nodes,
+            "tls": self.tls,
+            "auth": self.auth,
+            "experiment": self.experiment,
+            "overrides": list(self.overrides),
+            "app-dir": str(self.app_dir.resolve()),
+            "round-timeout-s": self.round_timeout_s,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DeployOptions:
+        """Options saved with :meth:`to_json`."""
+        return cls(
+            workdir=Path(data["workdir"]),
+            nodes=int(data["nodes"]),
+            tls=bool(data["tls"]),
+            auth=bool(data["auth"]),
+            experiment=str(data["experiment"]),
+            overrides=tuple(str(o) for o in data["overrides"]),
+            app_dir=Path(data["app-dir"]),
+            round_timeout_s=float(data["round-timeout-s"]),
+        )
+
+
+def resume_options(run_dir: Path, overrides: tuple[str, ...] = ()) -> DeployOptions:
+    """The options to resume the deployed run in ``run_dir`` (``num-rounds`` may change).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``resume`` when ``run_dir`` holds no ``deployment.json`` (it was not
+        started by ``fedmtl deploy local``), or the key of an override other
+        than ``num-rounds``.
+    """
+    record = run_dir / DEPLOYMENT_FILE
+    try:
+        options = DeployOptions.from_json(json.loads(record.read_text()))
+    except FileNotFoundError:
+        raise ConfigError(
+            RESUME_KEY,
+            f"{record} not found: '{run_dir}' is not a run started by `fedmtl deploy local`",
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(RESUME_KEY, f"{record} is not readable ({exc!r})") from None
+    changed = [key for key, _ in map(parse_override, overrides) if key != "num-rounds"]
+    if changed:
+        raise ConfigError(
+            changed[0], "a resumed deployment keeps its config; only num-rounds may change"
+        )
+    return dataclasses.replace(
+        options, overrides=(*options.overrides, *overrides), resume=run_dir.resolve()
+    )
 
 
 @dataclass
@@ -129,6 +202,9 @@ class LocalFederation:
         self.keys: dict[int, NodeKey] = {}
         self.devices: list[DeviceFile] = []
         self.node_ports: dict[int, int] = {}
+        self._resume = self.options.resume
+        self._run_dir: Path | None = self.options.resume
+        self._submitted_at = 0.0
 
     # ------------------------------------------------------------ preparation
     def run_overrides(self) -> dict[str, Any]:
@@ -260,7 +336,7 @@ class LocalFederation:
             "--port",
             str(self.port),
             "--database",
-            str(self.workdir / "superlink.db"),
+            str(self.workdir / self._database()),
             "--disable-runtime-dependency-installation",
         ]
         if self.tls_files is not None:
@@ -288,6 +364,12 @@ class LocalFederation:
                 return
             time.sleep(0.5)
         raise DeploymentError(f"flower-superlink not ready after {timeout_s:.0f} s")
+
+    def _database(self) -> str:
+        # A resumed deployment's SuperLink starts afresh: the old one's runs and nodes are gone.
+        if self.options.resume is None:
+            return "superlink.db"
+        return time.strftime("superlink-resumed-%Y%m%d-%H%M%S.db")
 
     def _listening(self) -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -332,22 +414,48 @@ class LocalFederation:
             command += ["--auth-supernode-private-key", str(key.private)]
         return self._start(f"supernode-{node}", command)
 
+    def run_dir(self) -> Path:
+        """The run's directory: ``resume``'s, else a new ``<output-dir>/<name>-<time>``."""
+        if self._run_dir is None:
+            root = Path(str(self.run_overrides()["output-dir"])).resolve()
+            name = load_experiment(self.options.experiment, self._source_overrides()).name
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path, suffix = root / f"{name}-{stamp}", 1
+            while path.exists():
+                suffix += 1
+                path = root / f"{name}-{stamp}-{suffix}"
+            self._run_dir = path
+        return self._run_dir
+
     def run_config(self) -> dict[str, str]:
-        """The ``--run-config`` of the run: the experiment and its overrides."""
+        """The ``--run-config`` of the run: experiment, overrides, run directory (or resume)."""
         overrides = " ".join(
             shlex.quote(f"{key}={_toml(value)}") for key, value in self.run_overrides().items()
         )
         experiment = self.options.experiment
         if Path(experiment).is_file():  # the apps run in other working directories
             experiment = str(Path(experiment).resolve())
-        return {"experiment": experiment, "overrides": overrides}
+        key = RESUME_KEY if self._resume is not None else RUN_DIR_KEY
+        return {"experiment": experiment, "overrides": overrides, key: str(self.run_dir())}
 
-    def submit(self) -> subprocess.Popen[bytes]:
-        """Start ``flwr run`` (streaming the ServerApp's output to ``logs/run.log``)."""
+    def submit(self, resume: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start ``flwr run`` (streaming the ServerApp's output to ``logs/run.log``).
+
+        With ``resume`` (or the options'), the run continues that run directory
+        from its checkpoint. The run directory gets this deployment's options
+        (``deployment.json``), which ``fedmtl deploy local --resume`` reads.
+        """
+        if resume is not None:
+            self._resume = self._run_dir = resume.resolve()
+        self._submitted_at = time.time()
         run_config = self.workdir / "run-config.toml"
         atomic_write_text(
             run_config,
             "".join(f"{key} = {json.dumps(value)}\n" for key, value in self.run_config().items()),
+        )
+        self.run_dir().mkdir(parents=True, exist_ok=True)
+        atomic_write_text(
+            self.run_dir() / DEPLOYMENT_FILE, json.dumps(self.options.to_json(), indent=1) + "\n"
         )
         command = [
             _executable("flwr"),
@@ -380,18 +488,18 @@ class LocalFederation:
             time.sleep(0.5)
         if echo:
             self._echo_run_output(shown)
-        output_dir = Path(str(self.run_overrides()["output-dir"]))
-        runs = sorted(output_dir.glob("*/summary.json"), key=os.path.getmtime)
-        if not runs or "config" not in json.loads(runs[-1].read_text()):
+        summary = self.run_dir() / "summary.json"
+        fresh = summary.exists() and summary.stat().st_mtime >= self._submitted_at - 1.0
+        if not fresh or "config" not in json.loads(summary.read_text()):
             raise DeploymentError(
                 f"the run failed; its output ({self.logs / 'run.log'}):\n{self.log_tail('run', 30)}"
             )
-        outcome = RunDirectory(runs[-1].parent).outcome()  # e.g. every round was skipped
+        outcome = RunDirectory(summary.parent).outcome()  # e.g. every round was skipped
         if outcome.failed:
             raise DeploymentError(
-                f"the run failed: {outcome.failure}; results so far are in {runs[-1].parent}"
+                f"the run failed: {outcome.failure}; results so far are in {summary.parent}"
             )
-        return runs[-1].parent
+        return summary.parent
 
     def _echo_run_output(self, offset: int) -> int:
         """Print the ServerApp's lines of ``run.log`` after byte ``offset`` (not Flower's logs)."""
@@ -492,6 +600,8 @@ def deploy_local(options: DeployOptions, run_timeout_s: float = 3600.0) -> Path:
     """
     with _interrupt_as_exit(), LocalFederation(options) as federation:
         federation.launch(echo=True)
+        if options.resume is not None:
+            print(f"fedmtl deploy: resuming {options.resume} from its checkpoint", flush=True)
         run = federation.submit()
         print(
             f"fedmtl deploy: flwr run (all its output: {federation.logs / 'run.log'})", flush=True

@@ -14,6 +14,8 @@ module                   job
 ``plots``                drawing ``plots/`` (matplotlib; imported only where drawn)
 ``rebuild``              write summary, report and plots at the end of a run or on demand
 ``compare``              a comparison's ``results.json``, tables (``compare_plots`` draws)
+``reporters``            mirror each round to trackers: TensorBoard, MLflow (imported when named)
+``sweep``                a sweep's ``sweep.json``, run slots, table (``sweep_plots`` draws)
 =======================  ==================================================================
 
 Importing this package does not import matplotlib.

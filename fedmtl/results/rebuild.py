@@ -17,6 +17,7 @@ from fedmtl.results.report import run_report
 from fedmtl.results.round_record import RoundRecord
 from fedmtl.results.run_directory import RunDirectory
 from fedmtl.results.summary import RunOutcome, judge_run, summarize_run
+from fedmtl.results.sweep import SWEEP_FILE, write_sweep_report
 
 
 def _records(run: RunDirectory) -> list[RoundRecord]:
@@ -51,7 +52,7 @@ def write_run_outputs(
 
 
 def rebuild_report(directory: Path) -> list[Path]:
-    """Rewrite the tables and plots of a run or comparison directory; return the files.
+    """Rewrite the tables and plots of a run, comparison or sweep directory; return the files.
 
     A run's summary keeps what only the run knew (its config, unseen clients,
     attackers) and a failure the records cannot show (a run stopped early).
@@ -63,6 +64,8 @@ def rebuild_report(directory: Path) -> list[Path]:
     """
     if (directory / COMPARISON_RESULTS_FILE).exists():
         return write_comparison_report(directory)
+    if (directory / SWEEP_FILE).exists():
+        return write_sweep_report(directory)
     run = RunDirectory(directory)
     if not run.metrics_file.exists():
         raise FileNotFoundError(

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from fedmtl.results.dp_sgd import dp_sgd_table
+from fedmtl.results.privacy import privacy_lines
 from fedmtl.results.run_directory import RunDirectory
 from fedmtl.results.similarity import client_similarity_table, task_similarity_table
 from fedmtl.results.summary import RunOutcome, describe_skips, summarize_run
@@ -82,10 +84,14 @@ def run_report(run_dir: Path) -> str:
             "",
             format_client_table(final),
         ]
-    for section in (task_similarity_table(records), client_similarity_table(records)):
+    sections = (task_similarity_table(records), client_similarity_table(records))
+    for section in (*sections, dp_sgd_table(summary)):
         if section:
             lines += ["", *section]
     saved = run.summary()
+    private = privacy_lines({**summary, "stopped": saved.get("stopped")})
+    if private:
+        lines += ["", *private]
     if "unseen" in saved:
         unseen = saved["unseen"]
         lines += [

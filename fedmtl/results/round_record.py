@@ -12,7 +12,12 @@ The JSON form (``to_json`` / ``from_json``) is the file format::
      "strategy": {<metric>: <number>, ...},
      "task-similarity": {<task_a>: {<task_b>: <cosine>, ...}, ...},
      "client-task-similarity": {<task_a>: {<task_b>: <cosine>, ...}, ...},
-     "client-task-similarity-clients": {<task_a>: {<task_b>: <count>, ...}, ...}}
+     "client-task-similarity-clients": {<task_a>: {<task_b>: <count>, ...}, ...},
+     "privacy": {"epsilon": ..., "delta": ..., "noise-multiplier": ..., "clip": ...}}
+
+``privacy`` (written only by a run with ``dp``, :mod:`strategies.privacy`) holds ε
+after this round for the run's δ, the noise multiplier and the clip norm used;
+``epsilon`` is absent when the noise multiplier is 0 (no guarantee: ε infinite).
 
 ``task-similarity`` (written only in training rounds reporting a pair) holds, for
 each pair of tasks with ``task_a < task_b``, the cosine of the task groups'
@@ -168,6 +173,8 @@ class RoundRecord:
         parameters (empty: no client holds two tasks, or not recorded).
     client_task_similarity_clients : mapping of str to mapping of str to int
         How many clients each pair of ``client_task_similarity`` averages.
+    privacy : mapping of str to float
+        A DP run's ``epsilon`` (so far), ``delta``, ``noise-multiplier`` and ``clip``.
     """
 
     round: int
@@ -185,6 +192,7 @@ class RoundRecord:
     task_similarity: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     client_task_similarity: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     client_task_similarity_clients: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    privacy: Mapping[str, float] = field(default_factory=dict)
 
     def phase(self, name: Phase) -> PhaseRecord:
         """The ``"train"`` or ``"evaluate"`` phase."""
@@ -227,6 +235,8 @@ class RoundRecord:
             out["client-task-similarity-clients"] = {
                 a: dict(row) for a, row in self.client_task_similarity_clients.items()
             }
+        if self.privacy:  # an infinite epsilon (no noise) is left out: JSON has no inf
+            out["privacy"] = {k: v for k, v in self.privacy.items() if math.isfinite(v)}
         return out
 
     @classmethod
@@ -259,6 +269,7 @@ class RoundRecord:
             task_similarity=_pairs(record.get("task-similarity")),
             client_task_similarity=_pairs(record.get("client-task-similarity")),
             client_task_similarity_clients=_counts(record.get("client-task-similarity-clients")),
+            privacy=_numbers(record.get("privacy")),
         )
 
 

@@ -56,6 +56,16 @@ class RunDirectory:
         )
         return run
 
+    @classmethod
+    def create_at(cls, cfg: ExperimentConfig, path: Path) -> RunDirectory:
+        """Use ``path`` itself as a new run's directory (made if missing) and write the config."""
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        atomic_write_text(
+            run.config_file, "# resolved fedmtl experiment\n" + to_toml(cfg.to_dict())
+        )
+        return run
+
     @property
     def config_file(self) -> Path:
         """``config.toml``: the resolved experiment."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedmtl.metrics import count_clients, lower_is_better, primary_metric
+from fedmtl.results.dp_sgd import dp_sgd_summary
+from fedmtl.results.privacy import privacy_summary
 from fedmtl.results.round_record import RoundRecord
 
 OK = "ok"
@@ -64,6 +66,12 @@ def summarize_run(records: Sequence[RoundRecord]) -> dict[str, Any]:
     clients = count_clients(rows)
     if clients < len(rows):  # some client holds several tasks
         summary.update({"clients": clients, "client-task-rows": len(rows)})
+    accounted = privacy_summary(records)  # client-level DP runs: epsilon so far
+    if accounted is not None:
+        summary["privacy"] = accounted
+    private = dp_sgd_summary(records)  # DP-SGD runs: each client's final epsilon
+    if private is not None:
+        summary["dp-sgd"] = private
     return summary
 
 

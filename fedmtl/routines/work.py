@@ -19,6 +19,7 @@ import torch
 from fedmtl.data import ClientData
 from fedmtl.models import MultiTaskModel
 from fedmtl.models.state import export_arrays, import_arrays
+from fedmtl.private_training import DpSgdError, PrivacyLedger
 from fedmtl.records import (
     Instruction,
     NDArrays,
@@ -97,6 +98,10 @@ class LocalWork:
     weighting : TaskWeighting, optional
         How the client's task losses combine in training (default ``equal``);
         its state is kept by the ClientApp between rounds.
+    private : PrivacyLedger, optional
+        With ``dp-sgd = true``: every :meth:`fit` trains with DP-SGD
+        (:mod:`fedmtl.private_training`) and records its steps here; the
+        ClientApp keeps the ledger in the client's state and reports its ε.
     """
 
     instruction: Instruction
@@ -110,6 +115,7 @@ class LocalWork:
     features: Callable[[ClientData, str, MultiTaskModel], torch.Tensor | None]
     objectives: Mapping[str, TaskObjective] = field(default_factory=dict)
     weighting: TaskWeighting | None = None
+    private: PrivacyLedger | None = None
     _features: dict[tuple[str, str], torch.Tensor | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -188,6 +194,8 @@ class LocalWork:
         if epochs is not None:
             settings = dataclasses.replace(settings, epochs=epochs)
         reference = self.reference if anchored and settings.proximal_mu > 0 else None
+        if self.private is not None:
+            return self._private_fit(model, set(keys), settings, reference)
         parts = [
             TaskInputs(
                 data.task, data.x_train, data.y_train, self.objective(data.task),
@@ -201,6 +209,23 @@ class LocalWork:
         )  # fmt: skip
         return fit_metrics(result)
 
+    def _private_fit(
+        self,
+        model: MultiTaskModel,
+        keys: set[str],
+        settings: TrainSettings,
+        reference: Mapping[str, torch.Tensor] | None,
+    ) -> dict[str, float]:
+        """:meth:`fit` with DP-SGD (one task per client, equal weighting: refused otherwise)."""
+        assert self.private is not None
+        if len(self.tasks) != 1:
+            raise DpSgdError("dp-sgd trains clients holding one task (tasks-per-client = 1)")
+        data = self.tasks[0]
+        return self.private.train(
+            model, data.task, data.x_train, data.y_train, settings, keys, reference, self.device,
+            self.cached_features(data, "train", model), self.objective(data.task),
+        )  # fmt: skip
+
     def test(self, model: MultiTaskModel, head_epochs: int = 0) -> dict[str, float]:
         """Loss, each task kind's metrics and example counts of ``model`` on the test splits.
 
@@ -210,6 +235,12 @@ class LocalWork:
         several tasks reports them as ``pack_task_metrics`` does.
         """
         if head_epochs > 0:
+            if self.private is not None:
+                raise DpSgdError(
+                    "dp-sgd: fine-tuning a head at evaluation (head-finetune-epochs, "
+                    "global-view-epochs, unseen clients) trains on private data outside the "
+                    "accountant; not supported"
+                )
             for data in self.tasks:
                 model.heads[data.task] = copy.deepcopy(model.heads[data.task])
             self.fit(
