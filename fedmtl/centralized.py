@@ -15,7 +15,8 @@ training data only, never on test data. Every client then evaluates this one
 model on its own test split of each task it holds, so the per-task statistics are
 computed exactly as a federated run's are.
 
-No Flower, no Ray: plain torch on the clients' data.
+No Flower, no Ray: plain torch on the clients' data, on the run's ``device``
+(:func:`fedmtl.run_model.run_device`: CUDA when asked, or when visible with ``auto``).
 """
 
 from __future__ import annotations
@@ -31,13 +32,12 @@ from fedmtl.config import ExperimentConfig, partition_spec
 from fedmtl.data import ClientData, build_federation
 from fedmtl.metrics import summarize_by_task
 from fedmtl.models import MultiTaskModel
-from fedmtl.run_model import fresh_model, run_scopes
+from fedmtl.run_model import fresh_model, run_device, run_scopes
 from fedmtl.training import (
     OPTIMIZERS,
     TrainSettings,
     evaluate,
     gradient_steps,
-    pick_device,
     trainable_parameters,
 )
 
@@ -132,7 +132,7 @@ def train_centralized(cfg: ExperimentConfig) -> dict[str, Any]:
     """
     clients = [part for parts in build_federation(partition_spec(cfg)) for part in parts]
     pooled = pool_training_data(clients, cfg.tasks)
-    device = pick_device(cfg.device)
+    device = run_device(cfg)  # `device`: cuda when asked (or visible, auto)
     tried: dict[float, float] = {}
     best: tuple[float, MultiTaskModel, float] | None = None
     for learning_rate in LEARNING_RATE_FACTORS:
@@ -151,6 +151,9 @@ def train_centralized(cfg: ExperimentConfig) -> dict[str, Any]:
             model, client.task, client.x_test, client.y_test, device, objective=objective
         )
         rows.append({"client-id": client.client_id, "task": client.task, **result})
+    # Frozen tensors are shared with the process's initial model (fresh_model): back to
+    # the CPU, where the server's initial arrays and later runs in this process expect them.
+    model.cpu()
     return {
         "clients": rows,
         "tasks": summarize_by_task(rows),

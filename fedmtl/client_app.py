@@ -53,10 +53,10 @@ from fedmtl.records import (
     to_record,
 )
 from fedmtl.routines import LOCAL_STATE, ClientKeys, LocalWork, Trained, routine_for
-from fedmtl.run_model import fresh_model, initial_model, run_scopes
+from fedmtl.run_model import fresh_model, initial_model, run_device, run_scopes
 from fedmtl.scopes import keys_in, task_relevant
 from fedmtl.task_weighting import TaskWeighting, WeightingOptions, make_weighting
-from fedmtl.training import TrainSettings, client_seed, pick_device
+from fedmtl.training import TrainSettings, client_seed
 
 T = TypeVar("T")
 
@@ -173,7 +173,7 @@ def client_features(
         return None
     inputs = data.x_train if split == "train" else data.x_test
     cache = feature_cache(cfg.feature_cache, feature_store_dir(cfg))
-    device = pick_device(cfg.device)
+    device = run_device(cfg)
     return cache.get(
         feature_key(_backbone_id(cfg), inputs),
         lambda: extract_features(model.backbone, inputs, device),
@@ -289,7 +289,7 @@ def local_work(
         settings=settings,
         state=state,
         received=received,
-        device=pick_device(cfg.device),
+        device=run_device(cfg),
         new_model=functools.partial(fresh_model, cfg),
         features=functools.partial(client_features, cfg, setup),
         objectives={d.task: dataset.tasks[d.task].objective for d in setup.tasks},

@@ -11,6 +11,8 @@ import copy
 import itertools
 from functools import lru_cache
 
+import torch
+
 from fedmtl.config import ConfigError, ExperimentConfig, partition_spec, scope_rules
 from fedmtl.data import ClientData, build_federation
 from fedmtl.data.checks import DatasetContractError, check_client_tasks, check_dataset_spec
@@ -24,6 +26,24 @@ from fedmtl.models import (
 from fedmtl.models.checks import BackboneContractError, check_backbone_output
 from fedmtl.models.lora import apply_lora
 from fedmtl.scopes import assign_scopes
+from fedmtl.training import pick_device
+
+
+def run_device(cfg: ExperimentConfig) -> torch.device:
+    """Where this process trains and evaluates for ``cfg``: its ``device`` key.
+
+    ``auto`` takes CUDA when this process sees a CUDA device, else the CPU;
+    ``cuda`` without a visible CUDA device raises :class:`ConfigError` naming
+    ``device``. Clients and the centralized reference both ask here.
+    """
+    try:
+        return pick_device(cfg.device)
+    except RuntimeError:
+        raise ConfigError(
+            "device",
+            "'cuda' but this process sees no CUDA device (torch.cuda.is_available() is "
+            'False); use device = "auto" (CUDA when visible) or "cpu"',
+        ) from None
 
 
 @lru_cache(maxsize=4)
@@ -132,6 +152,38 @@ def check_task_scope(cfg: ExperimentConfig) -> None:
         )
 
 
+def check_private_scopes(cfg: ExperimentConfig) -> None:
+    """With ``dp``, no buffer (batch-norm running statistics, counters) may leave clients.
+
+    Buffers are computed from the data, so under DP they would have to be
+    clipped and noised like weights, and noise turns a running variance
+    negative (NaN outputs from the first noised round). They stay local
+    (FedBN) or frozen instead.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``scope-local`` and the buffers in the shared or task scope.
+    """
+    if cfg.dp == "none":
+        return
+    scopes = run_scopes(cfg)
+    leaving = [
+        name
+        for name, _ in initial_model(cfg).named_buffers()
+        if scopes.get(name) in ("shared", "task")
+    ]
+    if leaving:
+        raise ConfigError(
+            "scope-local",
+            f"with dp = '{cfg.dp}' no buffer may leave clients: {leaving[:3]}"
+            f"{' ...' if len(leaving) > 3 else ''} are in the shared or task scope, and noise "
+            "would make a running variance negative; keep them local (FedBN), e.g. "
+            'scope-local = ["heads.*", "*.running_mean", "*.running_var", '
+            '"*.num_batches_tracked"], or freeze them',
+        )
+
+
 def check_run_inputs(cfg: ExperimentConfig) -> None:
     """Load every client's data and the initial model once, before any runtime starts.
 
@@ -148,6 +200,7 @@ def check_run_inputs(cfg: ExperimentConfig) -> None:
     """
     clients = _check_data(cfg)
     check_task_scope(cfg)
+    check_private_scopes(cfg)
     try:
         model = initial_model(cfg)
     except BackboneOptionError as exc:

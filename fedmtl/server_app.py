@@ -54,7 +54,7 @@ from fedmtl.results import (
 )
 from fedmtl.results.rebuild import write_run_outputs, write_summary
 from fedmtl.results.reporters import Reporters
-from fedmtl.run_model import check_task_scope, fresh_model, run_scopes
+from fedmtl.run_model import check_private_scopes, check_task_scope, fresh_model, run_scopes
 from fedmtl.scopes import keys_in, task_relevant
 from strategies import ScopedStrategy
 from strategies.scoped import NotEnoughNodesError, ScopedOptions
@@ -207,6 +207,7 @@ def run_server(
     random.seed(cfg.seed)  # Flower samples nodes with the global `random`
     np.random.seed(cfg.seed)
     check_task_scope(cfg)
+    check_private_scopes(cfg)
     shared, per_task = initial_arrays(cfg)
     check_arrays(cfg, shared, per_task)
     inner = build_inner_strategy(cfg)

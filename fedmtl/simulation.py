@@ -70,6 +70,12 @@ def _check_local(cfg: ExperimentConfig, cpus: int, gpus: int) -> None:
         raise ConfigError(
             "client-num-gpus", f"{cfg.client_num_gpus} per client but only {gpus} GPUs exist"
         )
+    if cfg.device == "cuda" and gpus == 0:
+        raise ConfigError(
+            "device",
+            "'cuda' but no CUDA GPU is visible on this machine; "
+            'use device = "auto" (CUDA when visible) or "cpu"',
+        )
 
 
 def check_cluster(cfg: ExperimentConfig, address: str, nodes: Sequence[NodeResources]) -> None:
@@ -87,6 +93,13 @@ def check_cluster(cfg: ExperimentConfig, address: str, nodes: Sequence[NodeResou
             f"(CPUs per node: {cpus})",
         )
     if cfg.client_num_gpus == 0:
+        if cfg.device == "cuda":
+            # By default Ray hides a node's GPUs from workers that asked for none.
+            raise ConfigError(
+                "device",
+                f"'cuda' on {where} needs client-num-gpus > 0, so that Ray gives each client "
+                "a GPU (e.g. 0.25: four clients per GPU)",
+            )
         return
     gpus = [n.gpus for n in nodes if n.cpus >= cfg.client_num_cpus]
     if not any(g > 0 for g in gpus):

@@ -27,6 +27,7 @@ from fedmtl.config import ConfigError
 from fedmtl.privacy import last_round, local_privacy, noise_multiplier, solve_noise_multiplier
 from fedmtl.records import ARRAYS, CONFIG, TASK_ARRAYS, ClientInfo, Instruction, from_record
 from fedmtl.results import METRICS_FILE, RunDirectory, read_metrics
+from fedmtl.run_model import check_private_scopes
 from fedmtl.server_app import run_server
 from strategies import ScopedStrategy
 from strategies.privacy import (
@@ -219,10 +220,12 @@ def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in ("time", "privacy")}
 
 
+# Batch-norm statistics stay local under DP (check_private_scopes)
+STATS_LOCAL = ["heads.*", "*.num_batches_tracked", "*.running_mean", "*.running_var"]
 TASK_SCOPE = {
     "tasks": ["digit", "parity"],
     "scope-task": ["heads.*"],
-    "scope-local": ["*.num_batches_tracked"],
+    "scope-local": STATS_LOCAL[1:],
     "client-weighting": "uniform",
 }
 
@@ -270,6 +273,7 @@ def test_logged_epsilon_is_the_accountants_and_the_budget_stops_cleanly(
         "dp-noise-multiplier": z,
         "dp-clip": 0.5,
         "dp-max-epsilon": budget,
+        "scope-local": STATS_LOCAL,
         "num-rounds": 5,
         "checkpoint-every": 1,
         "dp-delta": DELTA,
@@ -296,7 +300,7 @@ def test_logged_epsilon_is_the_accountants_and_the_budget_stops_cleanly(
 
 def test_a_budget_below_one_round_runs_no_round(tmp_path: Path, server_identity: None) -> None:
     budget = _accountant_epsilon(1.0, 3, 3, 1) / 2
-    overrides = {"dp-noise-multiplier": 1.0, "dp-max-epsilon": budget}
+    overrides = {"dp-noise-multiplier": 1.0, "dp-max-epsilon": budget, "scope-local": STATS_LOCAL}
 
     path = _run(tmp_path, 3, dp="central", **{"client-weighting": "uniform", **overrides})
 
@@ -388,3 +392,12 @@ def test_the_stage_state_travels_in_the_strategy_state(server_identity: None) ->
     after.load_state_dict(before.state_dict())
 
     assert after.stages[1].accounting.rounds == 3  # type: ignore[attr-defined]
+
+
+def test_batch_norm_statistics_leaving_clients_are_refused_with_dp(tmp_path: Path) -> None:
+    # Noise on a running variance makes it negative: the run must refuse, naming scope-local
+    cfg = resolve_run(small(tmp_path, **CENTRAL))
+
+    with pytest.raises(ConfigError, match=r"scope-local.*running_var"):
+        check_private_scopes(cfg)
+    check_private_scopes(resolve_run(small(tmp_path, **CENTRAL, **{"scope-local": STATS_LOCAL})))

@@ -36,6 +36,8 @@ def test_simulate_stops_at_the_privacy_budget_with_results_and_a_checkpoint(
         "dp-noise-multiplier": Z,
         "dp-clip": 1.0,
         "dp-max-epsilon": budget,
+        # batch-norm statistics stay local under DP (check_private_scopes)
+        "scope-local": '["heads.*", "*.num_batches_tracked", "*.running_mean", "*.running_var"]',
         "checkpoint-every": 1,
         "output-dir": f'"{tmp_path}"',
         "round-timeout-s": 120.0,
