@@ -232,6 +232,11 @@ def indexed_message_lookup() -> Iterator[None]:
     so each node gets the messages it got before. The original methods are back
     when the block ends.
     """
+    import flwr
+
+    if not flwr.__version__.startswith("1.41."):  # written against 1.41's LinkState
+        yield
+        return
     from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
     from flwr.supercore.date import now
 
