@@ -53,13 +53,25 @@ class RunResult:
 
 
 class TreeMemory:
-    """Samples the resident memory of a process and all its descendants."""
+    """Samples the resident memory of a process and all its descendants.
 
-    def __init__(self, pid: int, every_s: float = 0.5) -> None:
+    With ``group_of`` (process -> group name) the peak of each group is kept too
+    (``peak_groups``); the root process is always the group ``driver``.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        every_s: float = 0.5,
+        group_of: Callable[[psutil.Process], str] | None = None,
+    ) -> None:
         self.root = psutil.Process(pid)
         self.every_s = every_s
+        self.group_of = group_of
         self.peak_total = 0
         self.peak_process = 0
+        self.peak_groups: dict[str, int] = {}
+        self.peak_processes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -71,21 +83,33 @@ class TreeMemory:
         self._stop.set()
         self._thread.join()
 
+    def _group(self, process: psutil.Process) -> str:
+        if process.pid == self.root.pid or self.group_of is None:
+            return "driver" if process.pid == self.root.pid else "children"
+        return self.group_of(process)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 processes = [self.root, *self.root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
+            groups: dict[str, int] = {}
             sizes = []
             for process in processes:
                 try:
-                    sizes.append(process.memory_info().rss)
+                    rss = process.memory_info().rss
                 except psutil.Error:
                     continue
+                group = self._group(process)
+                groups[group] = groups.get(group, 0) + rss
+                sizes.append(rss)
             if sizes:
                 self.peak_total = max(self.peak_total, sum(sizes))
                 self.peak_process = max(self.peak_process, max(sizes))
+                self.peak_processes = max(self.peak_processes, len(sizes))
+                for group, rss in groups.items():
+                    self.peak_groups[group] = max(self.peak_groups.get(group, 0), rss)
             self._stop.wait(self.every_s)
 
 

@@ -36,13 +36,12 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
-from common import ROOT, measured_run, write_results
+from common import ROOT, TreeMemory, measured_run, write_results
 
 from fedmtl.results import latest_run, toml_value
 
@@ -93,52 +92,6 @@ def process_group(process: psutil.Process) -> str:
     return "ray services"
 
 
-class GroupMemory:
-    """Peak resident memory of a process tree: in all, of its largest process, per group."""
-
-    def __init__(self, pid: int, every_s: float = 0.5) -> None:
-        self.root = psutil.Process(pid)
-        self.every_s = every_s
-        self.peak_total = 0
-        self.peak_process = 0
-        self.peak_groups: dict[str, int] = {}
-        self.peak_processes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> GroupMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                processes = [self.root, *self.root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                return
-            groups: dict[str, int] = {}
-            sizes = []
-            for process in processes:
-                try:
-                    rss = process.memory_info().rss
-                except psutil.Error:
-                    continue
-                group = "driver" if process.pid == self.root.pid else process_group(process)
-                groups[group] = groups.get(group, 0) + rss
-                sizes.append(rss)
-            if sizes:
-                self.peak_total = max(self.peak_total, sum(sizes))
-                self.peak_process = max(self.peak_process, max(sizes))
-                self.peak_processes = max(self.peak_processes, len(sizes))
-                for group, rss in groups.items():
-                    self.peak_groups[group] = max(self.peak_groups.get(group, 0), rss)
-            self._stop.wait(self.every_s)
-
-
 def _stop_tree(process: subprocess.Popen[bytes]) -> None:
     """Terminate ``process`` and every process under it (this run's own, by pid)."""
     try:
@@ -155,7 +108,7 @@ def _stop_tree(process: subprocess.Popen[bytes]) -> None:
 
 
 def _unfinished(
-    clients: int, output: Path, wall: float, memory: GroupMemory, timeout_s: float
+    clients: int, output: Path, wall: float, memory: TreeMemory, timeout_s: float
 ) -> dict[str, Any]:
     """The row of a run stopped at ``timeout_s``: the rounds it recorded, its peak memory."""
     from fedmtl.results import METRICS_FILE, read_rounds
@@ -191,7 +144,7 @@ def measure(
     start = time.perf_counter()
     with log.open("wb") as sink:
         process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
-        with GroupMemory(process.pid) as memory:
+        with TreeMemory(process.pid, group_of=process_group) as memory:
             try:
                 process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:

@@ -8,7 +8,6 @@ deployment must give exactly its per-client numbers.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import os
@@ -18,31 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from fedmtl.config import config_from_run_config
 from fedmtl.deploy.local import DeployOptions, LocalFederation
-from fedmtl.results import METRICS_FILE, RunDirectory, read_metrics
-from fedmtl.server_app import run_server
-from tests.inprocess_grid import InProcessGrid, device_context
+from fedmtl.results import METRICS_FILE, read_metrics
+from tests.run_reference import in_process_reference
 
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_S = 600.0
-
-
-def _reference_run(federation: LocalFederation, directory: Path) -> list[dict[str, Any]]:
-    """The deployment's federation run in this process: same config, files and code."""
-    cfg = config_from_run_config(federation.run_config())
-    cfg = dataclasses.replace(cfg, output_dir=str(directory))
-    contexts = {
-        100 + i: device_context(100 + i, device.node_config(directory / f"state-{i}"))
-        for i, device in enumerate(federation.devices)
-    }
-    torch.set_num_threads(1)  # as in the ClientApp
-    run = RunDirectory.create(cfg)
-    run_server(InProcessGrid(contexts, cfg), cfg, run)
-    return read_metrics(run.path / METRICS_FILE)
 
 
 def _per_client(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -91,7 +73,9 @@ def test_tls_and_auth_deployment_keeps_a_restarted_devices_head(
     )
     with LocalFederation(options) as federation:
         federation.launch()
-        reference = _reference_run(federation, tmp_path / "reference")
+        reference = read_metrics(
+            in_process_reference(federation, tmp_path / "reference") / METRICS_FILE
+        )
         restart_after, client = _idle_client(reference)
 
         # Execute: the run; a device shuts down and boots again while it is not
@@ -190,7 +174,9 @@ def test_devices_holding_two_tasks_each_give_the_in_process_numbers(
     with LocalFederation(options) as federation:
         federation.launch()
         assert all(len(device.tasks) == 2 for device in federation.devices)
-        reference = _reference_run(federation, tmp_path / "reference")
+        reference = read_metrics(
+            in_process_reference(federation, tmp_path / "reference") / METRICS_FILE
+        )
 
         # Execute
         run_dir = federation.wait_run(federation.submit(), RUN_TIMEOUT_S)

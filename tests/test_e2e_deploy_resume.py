@@ -13,7 +13,6 @@ deployment gives exactly its numbers.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import time
@@ -22,34 +21,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from fedmtl.checkpoint import load_checkpoint
 from fedmtl.cli import main
-from fedmtl.config import config_from_run_config
 from fedmtl.deploy.local import DeployOptions, LocalFederation
-from fedmtl.results import METRICS_FILE, RunDirectory, read_metrics
-from fedmtl.server_app import run_server
-from tests.inprocess_grid import InProcessGrid, device_context
+from fedmtl.results import METRICS_FILE, read_metrics
+from tests.run_reference import final_arrays, in_process_reference
 
 pytestmark = pytest.mark.slow
 
 ROUNDS, KILL_AFTER = 4, 2
 TIMEOUT_S = 400.0
-
-
-def _reference(federation: LocalFederation, directory: Path) -> Path:
-    """The uninterrupted run of the deployment's federation, in this process."""
-    cfg = config_from_run_config(federation.run_config())
-    cfg = dataclasses.replace(cfg, output_dir=str(directory))
-    contexts = {
-        100 + i: device_context(100 + i, device.node_config(directory / f"state-{i}"))
-        for i, device in enumerate(federation.devices)
-    }
-    torch.set_num_threads(1)  # as in the ClientApp
-    run = RunDirectory.create(cfg)
-    run_server(InProcessGrid(contexts, cfg), cfg, run)
-    return run.path
 
 
 def _serverapp_pid(federation: LocalFederation) -> int | None:
@@ -99,14 +81,6 @@ def _per_client(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _final_arrays(run_dir: Path) -> dict[str, np.ndarray]:
-    arrays = {}
-    for path in sorted((run_dir / "final").glob("*.npz")):
-        with np.load(path) as data:
-            arrays.update({f"{path.stem}/{k}": data[k] for k in data.files})
-    return arrays
-
-
 def test_a_deployment_killed_after_round_2_resumes_to_the_uninterrupted_numbers(
     tmp_path: Path, server_identity: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -124,8 +98,10 @@ def test_a_deployment_killed_after_round_2_resumes_to_the_uninterrupted_numbers(
     )
     with LocalFederation(options) as federation:
         federation.launch()
-        reference = read_metrics(_reference(federation, tmp_path / "reference") / METRICS_FILE)
-        expected_arrays = _final_arrays(next((tmp_path / "reference").glob("digits-*")))
+        reference = read_metrics(
+            in_process_reference(federation, tmp_path / "reference") / METRICS_FILE
+        )
+        expected_arrays = final_arrays(next((tmp_path / "reference").glob("digits-*")))
 
         # Execute: the ServerApp process dies during round 3 (after round 2's checkpoint)
         federation.submit()
@@ -146,7 +122,7 @@ def test_a_deployment_killed_after_round_2_resumes_to_the_uninterrupted_numbers(
     assert [r["round"] for r in resumed] == list(range(ROUNDS + 1))
     assert _per_client(resumed) == _per_client(reference)
     assert not any(r["failures"] or r["rejected"] for r in resumed)
-    got = _final_arrays(run_dir)
+    got = final_arrays(run_dir)
     assert sorted(got) == sorted(expected_arrays) and got
     for key, value in expected_arrays.items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)

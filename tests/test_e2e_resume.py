@@ -17,6 +17,7 @@ import pytest
 
 from fedmtl.checkpoint import CHECKPOINT_FILE
 from fedmtl.results import METRICS_FILE
+from tests.run_reference import final_arrays
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,14 +93,6 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _final_arrays(run_dir: Path) -> dict[str, np.ndarray]:
-    arrays = {}
-    for path in sorted((run_dir / "final").glob("*.npz")):
-        with np.load(path) as data:
-            arrays.update({f"{path.stem}/{k}": data[k] for k in data.files})
-    return arrays
-
-
 @pytest.mark.parametrize("strategy", ["fedavg", "fedadam"])
 def test_killed_and_resumed_run_matches_the_uninterrupted_one(
     tmp_path: Path, strategy: str
@@ -125,7 +118,7 @@ def test_killed_and_resumed_run_matches_the_uninterrupted_one(
     # Assert: every round's per-client metrics and the final weights are identical
     assert [r["round"] for r in _records(killed)] == list(range(ROUNDS + 1))
     assert _records(killed) == _records(expected)
-    want, got = _final_arrays(expected), _final_arrays(killed)
+    want, got = final_arrays(expected), final_arrays(killed)
     assert sorted(got) == sorted(want) and want
     for key, value in want.items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
