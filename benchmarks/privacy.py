@@ -7,10 +7,11 @@ RDP accountant, replace-one neighbours, every client sampled every round) on
 
 * ``digits`` (simulations/digits.toml: 12 clients, 3 tasks, backbone shared,
   heads local) with one change in every arm: the batch-norm running statistics
-  stay on the clients (``scope-local`` adds ``"*.running_*"``). Shared, they are
-  noised like every other entry and a running variance below 0 makes every
-  evaluation non-finite (measured: ``dp-epsilon = 8``, C = 1, all evaluation
-  replies rejected from round 1 on);
+  stay on the clients (``scope-local`` adds ``"*.running_*"``). DP refuses them
+  in the shared scope (``check_private_scopes``): noised like every other entry,
+  a running variance below 0 made every evaluation non-finite (measured before
+  the refusal: ``dp-epsilon = 8``, C = 1, all evaluation replies rejected from
+  round 1 on);
 * ``text-minilm`` (simulations/text_minilm.toml: 12 clients, 3 text tasks,
   frozen MiniLM, each task's head averaged over its 4 clients: each task
   aggregate has n = 4).
@@ -234,14 +235,22 @@ def run_cached(
 
 
 def cell(runs: list[dict[str, Any]], task: str) -> str:
-    """``mean ± std over seeds / worst client (mean over seeds)``; ``-`` with no evaluation."""
+    """``mean ± std over seeds / worst client (mean over seeds)``; ``-`` with no evaluation.
+
+    Clients whose evaluation was non-finite are rejected and missing from the task's
+    statistics: a seed without any finite client of ``task`` is left out (``k/n seeds``).
+    """
     means = [r["tasks"][task]["mean"] for r in runs if task in r["tasks"]]
     worst = [r["tasks"][task]["worst"] for r in runs if task in r["tasks"]]
-    if len(means) < len(runs):
-        return (
-            "non-finite" if not means else f"{mean_spread(means)} / {statistics.mean(worst):.3f}*"
-        )
-    return f"{mean_spread(means)} / {statistics.mean(worst):.3f}"
+    if not means:
+        return "non-finite"
+    text = f"{mean_spread(means)} / {statistics.mean(worst):.3f}"
+    return text if len(means) == len(runs) else f"{text} ({len(means)}/{len(runs)} seeds)"
+
+
+def finite_share(runs: list[dict[str, Any]], clients: int) -> str:
+    """Clients with a finite final evaluation, over all seeds."""
+    return f"{sum(r['evaluated-clients'] for r in runs)}/{clients * len(runs)}"
 
 
 def accuracy_table(
@@ -256,8 +265,8 @@ def accuracy_table(
         f"{clip['median']:.3g}, range {clip['min']:.3g}-{clip['max']:.3g}). Final accuracy: "
         f"mean over clients (± std over {seeds} seeds) / worst client (mean over seeds):",
         "",
-        "| arm | epsilon | z | " + " | ".join(tasks) + " |",
-        "|---|---:|---:|" + "---:|" * len(tasks),
+        "| arm | epsilon | z | finite clients | " + " | ".join(tasks) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(tasks),
     ]
     for arm, runs in rows.items():
         first = runs[0]
@@ -265,7 +274,8 @@ def accuracy_table(
         z = first["noise-multiplier"]
         z_cell = "-" if z is None else f"{z:.3g}"
         cells = [cell(runs, t) for t in tasks]
-        lines.append(f"| {arm} | {epsilon} | {z_cell} | {' | '.join(cells)} |")
+        finite = finite_share(runs, 12)
+        lines.append(f"| {arm} | {epsilon} | {z_cell} | {finite} | {' | '.join(cells)} |")
     return [*lines, ""]
 
 
@@ -278,12 +288,15 @@ def scaling_table(
     )
     lines = [
         f"**digits, more clients** ({rounds} rounds; the same 1,797 images spread over more "
-        "clients, so each holds fewer): clip-only (epsilon inf) vs epsilon 8, mean / worst:",
+        "clients, so each holds fewer; at 120 a client tests on about 3 images, so its worst "
+        "client is 0 or near): clip C re-measured at each N (median round-1 update norm); "
+        "clip-only (epsilon inf) vs epsilon 8, mean / worst:",
         "",
         "| clients | train images / client | C | z | noise std per entry z C / n | arm | "
+        + "finite clients | "
         + " | ".join(tasks)
         + " |",
-        "|---:|---:|---:|---:|---:|---|" + "---:|" * len(tasks),
+        "|---:|---:|---:|---:|---:|---|---:|" + "---:|" * len(tasks),
     ]
     for clients, arms_ in rows.items():
         for arm, runs in arms_.items():
@@ -292,7 +305,8 @@ def scaling_table(
             per_client = clips[clients].get("train-per-client", "-")
             lines.append(
                 f"| {clients} | {per_client} | {clip:g} | {z:.3g} | {z * clip / clients:.3g} | "
-                f"{arm} | {' | '.join(cell(runs, t) for t in tasks)} |"
+                f"{arm} | {finite_share(runs, clients)} | "
+                f"{' | '.join(cell(runs, t) for t in tasks)} |"
             )
     return [*lines, ""]
 
@@ -328,9 +342,9 @@ def train_per_client(clients: int) -> float:
     from fedmtl.config.views import partition_spec
     from fedmtl.data.federation import client_tasks
 
-    cfg = load_experiment(EXPERIMENTS["digits"]["file"], {"num-clients": clients})
+    cfg = load_experiment(ROOT / EXPERIMENTS["digits"]["file"], {"num-clients": clients})
     spec = partition_spec(cfg)
-    sizes = [sum(len(d.train) for d in client_tasks(spec, c)) for c in range(clients)]
+    sizes = [sum(d.num_train for d in client_tasks(spec, c)) for c in range(clients)]
     return float(np.mean(sizes))
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import socket
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -311,7 +312,11 @@ def simulate(
 
     cfg = resolve_run(cfg)  # strategy checked, its scope preset applied (idempotent)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ray hides GPUs from clients that asked for none (client-num-gpus = 0 trains on CPU);
+    # its opt-out (RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0) would let them all use GPU 0 uncounted.
+    warnings.filterwarnings(
+        "ignore", message="Tip: In future versions of Ray, Ray will no longer override"
+    )
     address = ray_address(cfg)
     nodes = None if address in ("", LOCAL_RAY) else probe_cluster(address)
     backend = backend_config(cfg, nodes)
