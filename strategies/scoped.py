@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -164,6 +164,15 @@ class ScopedOptions:
         """Whether clients are evaluated after ``server_round`` (0 is the initial model)."""
         return server_round % self.evaluate_every == 0 or server_round == self.final_round
 
+    def panel_only(
+        self, messages: list[Message], client_of: Callable[[int], int | None]
+    ) -> list[Message]:
+        """The evaluation messages to the panel's clients (all of them without a panel)."""
+        panel = self.evaluate_panel
+        if panel is None:
+            return messages
+        return [m for m in messages if client_of(m.metadata.dst_node_id) in panel]
+
     def expected(self) -> Expected:
         """What any valid reply holds before a round adds what it sent: limits, tasks."""
         return Expected(
@@ -270,11 +279,7 @@ class ScopedStrategy(Strategy):
             return []
         ordered = self._ordered(grid, "evaluate", server_round)
         messages = list(self.inner.configure_evaluate(server_round, arrays, config, ordered))
-        panel = self.options.evaluate_panel
-        if panel is not None:
-            messages = [
-                m for m in messages if self.nodes.client_of(m.metadata.dst_node_id) in panel
-            ]
+        messages = self.options.panel_only(messages, self.nodes.client_of)
         return self._personalise(messages, grid, self.rounds[server_round])
 
     def evaluate_nodes(
@@ -299,15 +304,10 @@ class ScopedStrategy(Strategy):
 
     def _ordered(self, grid: Grid, phase: str, server_round: int) -> Grid:
         """The grid the inner strategy samples from (see :class:`ClientOrderedGrid`)."""
-        ordered = ClientOrderedGrid(
-            grid,
-            self.nodes,
-            self._wait,
-            needed=int(getattr(self.inner, "min_available_nodes", 1)),
-            excluded=self.options.excluded_clients,
-            seed=sample_key(self.options.sampling_seed, phase, server_round),
-        )
-        return cast(Grid, ordered)
+        needed = int(getattr(self.inner, "min_available_nodes", 1))
+        seed = sample_key(self.options.sampling_seed, phase, server_round)
+        excluded = self.options.excluded_clients
+        return cast(Grid, ClientOrderedGrid(grid, self.nodes, self._wait, needed, excluded, seed))
 
     def _personalise(self, messages: list[Message], grid: Grid, log: RoundLog) -> list[Message]:
         """Each message gets its node's task arrays; count the bytes sent."""
