@@ -38,7 +38,13 @@ from fedmtl.results.compare import (
     write_comparison_results,
 )
 from fedmtl.results.files import COMPARISON_RESULTS_FILE
-from fedmtl.sweeps import Simulate, default_simulate, plan_sweep, run_planned
+from fedmtl.sweeps import (
+    Simulate,
+    check_planned_inputs,
+    default_simulate,
+    plan_sweep,
+    run_planned,
+)
 
 
 def run_comparison(
@@ -82,6 +88,7 @@ def run_comparison(
     plan = plan_sweep(
         experiment, [("strategy", names)], seeds, overrides, output_dir, prefix="compare"
     )  # every run validated here, before the first one starts
+    check_planned_inputs(plan.runs)
     folder = plan.folder
     folder.mkdir(parents=True, exist_ok=True)
     plan.manifest.write()

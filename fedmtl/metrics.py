@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,3 +187,16 @@ def tasks_by_client(rows: Iterable[ClientRow]) -> dict[int, tuple[str, ...]]:
     for row in rows:
         held[row.client_id].add(row.task)
     return {client: tuple(sorted(held[client])) for client in sorted(held)}
+
+
+def seed_sd(values: Sequence[float]) -> float:
+    """Sample sd (ddof 1) over seeds; 0 for one seed; NaN when a value is not finite.
+
+    ``statistics.stdev`` raises on NaN or inf instead; a diverged seed must show
+    in the table, not stop it being written.
+    """
+    if len(values) < 2:
+        return 0.0
+    if not all(math.isfinite(v) for v in values):
+        return math.nan
+    return statistics.stdev(values)

@@ -135,20 +135,16 @@ def check_grid(grid: Sequence[tuple[str, Sequence[Any]]]) -> None:
         seen.add(key)
 
 
-def sweep_hash(
-    experiment: str,
-    grid: Sequence[tuple[str, Sequence[Any]]],
-    seeds: Sequence[int],
-    overrides: Mapping[str, Any],
-) -> str:
-    """8 hex digits naming a sweep: the same command finds the same folder."""
+def sweep_hash(settings: Mapping[str, Any], grid: Sequence[tuple[str, Sequence[Any]]]) -> str:
+    """8 hex digits naming a sweep: its resolved base settings and its grid.
+
+    ``settings`` is the base config (the experiment file's content with the
+    ``--set`` overrides), so editing the file gives a new folder instead of
+    counting old runs as finished. Seeds are not part of it: adding a seed
+    later reuses the finished runs of the others (each seed has its own slot).
+    """
     text = json.dumps(
-        {
-            "experiment": experiment,
-            "grid": [[k, list(v)] for k, v in grid],
-            "seeds": list(seeds),
-            "overrides": dict(overrides),
-        },
+        {"settings": dict(settings), "grid": [[k, list(v)] for k, v in grid]},
         sort_keys=True,
         default=str,
     )
@@ -215,8 +211,11 @@ def plan_sweep(
         )
     if not seeds:
         raise ConfigError("seeds", "a sweep needs at least one seed")
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise ConfigError("seeds", f"{repeated} given more than once; give each seed once")
     base = load_run(experiment, overrides)
-    name = f"{prefix}-{base.name}-{sweep_hash(experiment, axes, seeds, overrides)}"
+    name = f"{prefix}-{base.name}-{sweep_hash(base.to_dict(), axes)}"
     folder = Path(output_dir or base.output_dir) / name
     cache = base.feature_cache_dir or str((folder / "feature-cache").resolve())
     points: list[dict[str, Any]] = [{}]
@@ -231,10 +230,7 @@ def plan_sweep(
             try:
                 cfg = load_run(experiment, run_values)
             except ConfigError as exc:
-                where = ", ".join(f"{k}={v}" for k, v in values.items())
-                raise ConfigError(
-                    exc.key, f"{_reason(exc)} (grid point {where}, seed {seed})"
-                ) from None
+                raise at_point(exc, values, seed) from None
             planned.append(PlannedRun(SweepRun(index, values, seed, slot), cfg))
     manifest = SweepManifest(
         folder=folder,
@@ -248,6 +244,30 @@ def plan_sweep(
         runs=tuple(p.run for p in planned),
     )
     return SweepPlan(manifest, tuple(planned), base)
+
+
+def at_point(exc: ConfigError, values: Mapping[str, Any], seed: int) -> ConfigError:
+    """``exc`` with the grid point and seed it came from added to its message."""
+    where = ", ".join(f"{k}={v}" for k, v in values.items())
+    return ConfigError(exc.key, f"{_reason(exc)} (grid point {where}, seed {seed})")
+
+
+def check_planned_inputs(runs: Sequence[PlannedRun]) -> None:
+    """Load each unfinished run's data and initial model before the first run starts.
+
+    :func:`plan_sweep` checks keys and values; this finds what only loading shows
+    (a missing weights file, more clients than examples), so a bad grid point
+    stops the sweep before any run, not after the runs before it.
+    """
+    from fedmtl.run_model import check_run_inputs  # torch: only when a sweep runs
+
+    for planned in runs:
+        if planned.run.state == FINISHED:
+            continue
+        try:
+            check_run_inputs(planned.cfg)
+        except ConfigError as exc:
+            raise at_point(exc, planned.run.values, planned.run.seed) from None
 
 
 def _reason(exc: ConfigError) -> str:
@@ -300,6 +320,7 @@ def execute_sweep(
     Returns the files of the report (``sweep.csv``, ``sweep.md``, the plot).
     """
     simulate = simulate or default_simulate()
+    check_planned_inputs(plan.runs)
     plan.folder.mkdir(parents=True, exist_ok=True)
     plan.manifest.write()
     ran = 0

@@ -233,12 +233,64 @@ def test_plot_key_must_be_swept(tmp_path: Path) -> None:
         plan_sweep("digits", GRID, [0], TINY, tmp_path, plot_key="learning-rate")
 
 
-def test_a_different_grid_is_a_different_folder(tmp_path: Path) -> None:
+def test_a_different_grid_or_setting_is_a_different_folder(tmp_path: Path) -> None:
     one = plan_sweep("digits", GRID, [0], TINY, tmp_path).folder
     two = plan_sweep("digits", GRID[:1], [0], TINY, tmp_path).folder
-    three = plan_sweep("digits", GRID, [0, 1], TINY, tmp_path).folder
+    three = plan_sweep("digits", GRID, [0], {**TINY, "batch-size": 64}, tmp_path).folder
     assert len({one, two, three}) == 3
     assert plan_sweep("digits", GRID, [0], dict(TINY), tmp_path).folder == one
+
+
+def test_an_edited_experiment_file_is_a_new_sweep_not_finished_runs(tmp_path: Path) -> None:
+    # Prepare: a finished sweep of an experiment file
+    experiment = tmp_path / "exp.toml"
+    experiment.write_text('name = "exp"\nbatch-size = 16\n')
+    grid = [("strategy", ["fedavg"])]
+    run_sweep(str(experiment), grid, [0], TINY, tmp_path / "out", simulate=FakeSimulate())
+    # Execute: the file changes, the command is the same
+    experiment.write_text('name = "exp"\nbatch-size = 64\n')
+    simulate = FakeSimulate()
+    run_sweep(str(experiment), grid, [0], TINY, tmp_path / "out", simulate=simulate)
+    # Assert: it ran again, with the new setting, in a new folder
+    assert [cfg.batch_size for cfg, _, _ in simulate.calls] == [64]
+    assert len(list((tmp_path / "out").iterdir())) == 2
+
+
+def test_adding_a_seed_reuses_the_finished_runs(tmp_path: Path) -> None:
+    run_sweep("digits", GRID, [0], TINY, tmp_path, simulate=FakeSimulate())
+    simulate = FakeSimulate()
+    folder = run_sweep("digits", GRID, [0, 1], TINY, tmp_path, simulate=simulate)
+    assert sorted({cfg.seed for cfg, _, _ in simulate.calls}) == [1]
+    assert len(simulate.calls) == 4
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
+    rows = list(csv.DictReader((folder / "sweep.csv").open()))
+    assert {r["seeds"] for r in rows} == {"2"}
+
+
+def test_a_seed_given_twice_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'seeds'.*given more than once"):
+        plan_sweep("digits", GRID, [0, 0], TINY, tmp_path)
+
+
+def test_a_point_whose_data_cannot_be_split_stops_the_sweep_before_any_run(
+    tmp_path: Path,
+) -> None:
+    simulate = FakeSimulate()
+    grid = [("num-clients", [2, 5000])]
+    with pytest.raises(ConfigError, match=r"num-clients=5000, seed 0"):
+        run_sweep("digits", grid, [0], {**TINY, "num-clients": 2}, tmp_path, simulate=simulate)
+    assert simulate.calls == []
+
+
+def test_a_non_finite_seed_mean_shows_as_nan_and_the_table_is_written() -> None:
+    finals = [
+        {"a": {"accuracy-mean": 0.6, "accuracy-worst": 0.4}},
+        {"a": {"accuracy-mean": float("nan"), "accuracy-worst": float("nan")}},
+    ]
+    (row,) = sweep_rows([({"strategy": "fedavg"}, finals)])
+    assert row["seeds"] == 2
+    assert row["sd"] != row["sd"] and row["mean"] != row["mean"]  # NaN, not an exception
+    assert "| fedavg | a | accuracy |" in format_sweep_markdown([row], ["strategy"], 2)
 
 
 def test_importing_fedmtl_loads_no_torch_ray_or_flower() -> None:
@@ -301,3 +353,16 @@ def test_cli_exits_1_naming_a_failed_run_and_keeps_the_others_in_the_table(
     (folder,) = tmp_path.iterdir()
     rows = list(csv.DictReader((folder / "sweep.csv").open()))
     assert [(r["strategy"], r["seeds"]) for r in rows] == [("fedavg", "1")]
+
+
+def test_a_compare_entry_takes_the_runs_own_outcome(tmp_path: Path) -> None:
+    from fedmtl.assembly import load_run
+    from fedmtl.results.compare import run_entry
+
+    cfg = load_run("digits", {**TINY, "output-dir": str(tmp_path)})
+    failed = run_entry(write_fake_run(cfg, [0.5, 0.5], status_ok=False))
+    assert (failed["status"], failed["failure"]) == ("failed", "the fake run failed")
+    killed = write_fake_run(cfg, [0.5, 0.5])
+    (killed / "summary.json").unlink()
+    assert run_entry(killed)["status"] == "failed"
+    assert run_entry(write_fake_run(cfg, [0.5, 0.5]))["status"] == "ok"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmtl.atomic import atomic_write_text
-from fedmtl.metrics import lower_is_better, primary_metric
+from fedmtl.metrics import lower_is_better, primary_metric, seed_sd
 from fedmtl.results.files import (
     COMPARISON_CLIENTS_FILE,
     COMPARISON_CSV_FILE,
@@ -37,7 +37,7 @@ from fedmtl.results.files import (
 )
 from fedmtl.results.round_record import PhaseRecord
 from fedmtl.results.run_directory import RunDirectory
-from fedmtl.results.summary import judge_run, summarize_run
+from fedmtl.results.summary import summarize_run
 from fedmtl.results.tables import holds_several_tasks
 
 LOCAL_ONLY = "local-only"
@@ -49,12 +49,13 @@ STATISTICS = ("mean", "std", "worst", "p10")
 def run_entry(run_dir: Path) -> dict[str, Any]:
     """One run's entry of ``results.json``: final and best rounds, primary-metric curve, directory.
 
-    ``status`` and ``failure`` say whether the run trained at all (see
-    :func:`~fedmtl.results.judge_run`).
+    ``status`` and ``failure`` are the run's own outcome (``summary.json``; a run
+    without one stopped before the end and failed).
     """
-    records = RunDirectory(run_dir).rounds()
+    run = RunDirectory(run_dir)
+    records = run.rounds()
     summary = summarize_run(records)
-    outcome = judge_run(records)
+    outcome = run.outcome()
     curves = {
         str(r.round): {t: s.get(f"{primary_metric(s)}-mean") for t, s in r.evaluate.tasks.items()}
         for r in records
@@ -182,7 +183,7 @@ def comparison_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             for stat in (f"{metric}-{s}" for s in STATISTICS):
                 values = [final[stat] for final in finals]
                 row[stat] = statistics.mean(values)
-                row[f"{stat}-sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+                row[f"{stat}-sd"] = seed_sd(values)
             key = f"{metric}-mean"
             gains = [
                 entry["final"][task][key] - local[seed]["final"][task][key]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmtl.atomic import atomic_write_text
-from fedmtl.metrics import primary_metric
+from fedmtl.metrics import primary_metric, seed_sd
 from fedmtl.results.files import CHECKPOINT_FILE, PLOTS_DIR
 from fedmtl.results.reading import find_runs, read_summary
 from fedmtl.results.run_directory import RunDirectory
@@ -227,7 +227,7 @@ def sweep_rows(
                     "task": task,
                     "metric": name,
                     "mean": statistics.mean(means) if means else None,
-                    "sd": (statistics.stdev(means) if len(means) > 1 else 0.0) if means else None,
+                    "sd": seed_sd(means) if means else None,
                     "worst": statistics.mean(worsts) if worsts else None,
                     "seeds": len(means),
                 }
