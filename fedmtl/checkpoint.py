@@ -127,6 +127,15 @@ def resume_point(run_dir: Path, cfg: ExperimentConfig, key: str = "resume") -> C
             key, f"{run_dir / CHECKPOINT_FILE} cannot be read ({type(exc).__name__}: {exc})"
         ) from None
     saved = resolved(load_experiment(config_file)).to_dict()
+    if cfg.dp != "none" and cfg.dp_epsilon > 0 and saved.get("num-rounds") != cfg.num_rounds:
+        # z is solved for num-rounds: a new count would price the rounds already
+        # released at the new noise and under-report epsilon.
+        raise ConfigError(
+            "num-rounds",
+            f"{cfg.num_rounds} differs from {saved.get('num-rounds')} in the checkpointed run "
+            f"{run_dir}: with dp-epsilon the noise multiplier was solved for that many rounds; "
+            "resume with the same num-rounds, or start the run with dp-noise-multiplier",
+        )
     for name, value in resolved(cfg).to_dict().items():
         if name not in RESUMABLE_CHANGES and saved.get(name) != value:
             raise ConfigError(

@@ -54,6 +54,7 @@ from strategies.privacy import (
     clip_update,
     noise_rng,
 )
+from strategies.registry import Sampling as RunSampling
 from strategies.task_rules import auto_rule_name
 
 __all__ = [
@@ -216,15 +217,24 @@ def check_strategy(cfg: ExperimentConfig, inner: Strategy) -> None:
     if cfg.dp != "central":
         return
     why = REFUSED_STRATEGIES.get(cfg.strategy)
-    rule = auto_rule_name(inner) if cfg.task_aggregation == "auto" else cfg.task_aggregation
-    if why is None and rule != "mean":
-        why = f"its rule ('{rule}') discards or reweights updates"
+    # The shared scope is the inner strategy's own rule, whatever task-aggregation says.
+    for rule in {auto_rule_name(inner), cfg.task_aggregation} - {"auto"}:
+        if why is None and rule != "mean":
+            why = f"its rule ('{rule}') discards or reweights updates"
     if why is not None:
         raise ConfigError(
             "strategy",
             f"'{cfg.strategy}' cannot run with dp = 'central': {why}, so noise of "
             "clip / clients no longer covers one client; use a mean-based strategy "
             "(fedavg, fedprox, fedadam, fedyogi, fedavgm, ...)",
+        )
+    sampling_keys = {k.replace("_", "-") for k in RunSampling().kwargs()}
+    given = sorted(k for k in cfg.strategy_options if k.replace("_", "-") in sampling_keys)
+    if given:  # the accountant's m of N comes from fraction-train and the clients
+        raise ConfigError(
+            "strategy-options",
+            f"{given} change how many clients a round trains, which dp = 'central' "
+            "accounts from fraction-train and num-clients: set fraction-train instead",
         )
     adaptive = _adaptive(cfg)
     if adaptive is not None and cfg.dp_epsilon <= 0:  # a solved z is checked by server_stages
@@ -246,7 +256,7 @@ def check_arrays(
         return
     for name, record in [("shared", shared), *((f"task '{t}'", r) for t, r in tasks.items())]:
         for key, array in from_record(record).items():
-            if array.dtype.kind not in "fc":
+            if array.dtype.kind != "f":  # complex parts would get no noise
                 raise ConfigError(
                     "scope-local",
                     f"'{key}' ({array.dtype}, {name} scope) would leave clients unclipped "

@@ -21,7 +21,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.privacy_accounting import NeighboringRelation, SamplingMethod
 
 from fedmtl.assembly import resolve_run
-from fedmtl.checkpoint import load_checkpoint
+from fedmtl.checkpoint import load_checkpoint, resume_point
 from fedmtl.cli import run_exit_status
 from fedmtl.config import ConfigError
 from fedmtl.privacy import last_round, local_privacy, noise_multiplier, solve_noise_multiplier
@@ -298,6 +298,25 @@ def test_logged_epsilon_is_the_accountants_and_the_budget_stops_cleanly(
     assert load_checkpoint(path).server_round == 2  # kept: the stop round's checkpoint
 
 
+def test_a_resume_may_not_change_the_rounds_a_target_epsilon_was_solved_for(
+    tmp_path: Path, server_identity: None
+) -> None:
+    # Prepare: a checkpointed 1-round run whose z was solved for epsilon 8 after 1 round
+    private = {"dp": "central", "client-weighting": "uniform", "dp-clip": 0.5,
+               "scope-local": STATS_LOCAL, "checkpoint-every": 1}  # fmt: skip
+    path = _run(tmp_path, 3, **private, **{"dp-epsilon": 8.0, "num-rounds": 1})
+
+    def resumed(**changes: Any) -> Any:
+        settings = {"num-clients": 3, **private, "dp-epsilon": 8.0, "num-rounds": 1, **changes}
+        return resolve_run(small(tmp_path, **settings))
+
+    # Execute / Assert: more rounds would price round 1 at the new, larger z
+    with pytest.raises(ConfigError, match="solved for that many rounds") as info:
+        resume_point(path, resumed(**{"num-rounds": 3}))
+    assert info.value.key == "num-rounds"
+    assert resume_point(path, resumed()).server_round == 1
+
+
 def test_a_budget_below_one_round_runs_no_round(tmp_path: Path, server_identity: None) -> None:
     budget = _accountant_epsilon(1.0, 3, 3, 1) / 2
     overrides = {"dp-noise-multiplier": 1.0, "dp-max-epsilon": budget, "scope-local": STATS_LOCAL}
@@ -373,6 +392,21 @@ def test_central_dp_refuses_rules_that_discard_or_reweight(strategy: str) -> Non
     with pytest.raises(ConfigError, match="cannot run with dp = 'central'") as info:
         resolve_run(small(Path("/tmp"), **CENTRAL, strategy=strategy))
     assert info.value.key == "strategy"
+
+
+def test_central_dp_checks_the_shared_rule_whatever_task_aggregation_says() -> None:
+    with pytest.raises(ConfigError, match="cannot run with dp = 'central'") as info:
+        resolve_run(small(Path("/tmp"), **CENTRAL, strategy="fedmedian",
+                          **{"task-aggregation": "mean"}))  # fmt: skip
+    assert info.value.key == "strategy"
+
+
+@pytest.mark.parametrize("option", ["min-train-nodes", "fraction-train", "fraction_train"])
+def test_central_dp_refuses_sampling_set_through_strategy_options(option: str) -> None:
+    options = {option: 3 if option == "min-train-nodes" else 1.0}
+    with pytest.raises(ConfigError, match="fraction-train instead") as info:
+        resolve_run(small(Path("/tmp"), **CENTRAL, **{"strategy-options": options}))
+    assert info.value.key == "strategy-options"
 
 
 @pytest.mark.parametrize("strategy", ["fedavg", "fedprox", "fedadam"])
