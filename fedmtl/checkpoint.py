@@ -25,8 +25,16 @@ from fedmtl.atomic import atomic_file
 from fedmtl.config import ConfigError, ExperimentConfig, load_experiment
 from fedmtl.records import NDArrays
 from fedmtl.results.files import CHECKPOINT_FILE, CONFIG_FILE
+from fedmtl.results.reading import read_rounds
 
-__all__ = ["CHECKPOINT_FILE", "Checkpoint", "load_checkpoint", "resume_point", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "Checkpoint",
+    "load_checkpoint",
+    "resume_point",
+    "rounds_after",
+    "save_checkpoint",
+]
 #: Keys a resumed run may change: more rounds.
 RESUMABLE_CHANGES = frozenset({"num-rounds"})
 FORMAT_VERSION = 1
@@ -150,3 +158,13 @@ def resume_point(run_dir: Path, cfg: ExperimentConfig, key: str = "resume") -> C
             f"{cfg.num_rounds} is below the checkpoint's round {checkpoint.server_round}",
         )
     return checkpoint
+
+
+def rounds_after(metrics_file: Path, checkpoint: Checkpoint | None) -> int:
+    """Rounds recorded in ``metrics_file`` after ``checkpoint`` (0 without one).
+
+    What a resumed run redoes: they ran once before the run was killed.
+    """
+    if checkpoint is None:
+        return 0
+    return sum(1 for r in read_rounds(metrics_file) if r.round > checkpoint.server_round)

@@ -184,21 +184,27 @@ def server_stages(cfg: ExperimentConfig) -> tuple[ReplyStage, ...]:
     return tuple(stages)
 
 
-def last_round(cfg: ExperimentConfig) -> int:
-    """The last round to run: ``num-rounds``, or the last whose ε is within ``dp-max-epsilon``."""
+def last_round(cfg: ExperimentConfig, redone: int = 0) -> int:
+    """The last round to run: ``num-rounds``, or the last whose ε is within ``dp-max-epsilon``.
+
+    ``redone``: rounds a resumed run ran once already after its checkpoint (see
+    :func:`strategies.privacy.resume_stages`); they count against the budget.
+    """
     if cfg.dp == "none" or cfg.dp_max_epsilon <= 0:
         return cfg.num_rounds
-    return accounting(cfg).last_round_within(cfg.dp_max_epsilon, cfg.num_rounds)
+    within = accounting(cfg).last_round_within(cfg.dp_max_epsilon, cfg.num_rounds + redone)
+    return within - redone
 
 
-def budget_stop_message(cfg: ExperimentConfig, last: int) -> str | None:
+def budget_stop_message(cfg: ExperimentConfig, last: int, redone: int = 0) -> str | None:
     """Why the run stops after round ``last`` (``None``: it runs every round)."""
     if last >= cfg.num_rounds:
         return None
-    epsilon = accounting(cfg).epsilon_after(last + 1)
+    epsilon = accounting(cfg).epsilon_after(last + 1 + redone)
+    again = f", {redone} round(s) redone after a resume counted twice" if redone else ""
     return (
         f"privacy budget: round {last + 1} would take epsilon to {epsilon:.4g} > "
-        f"dp-max-epsilon {cfg.dp_max_epsilon:g} (delta {cfg.dp_delta:g}); "
+        f"dp-max-epsilon {cfg.dp_max_epsilon:g} (delta {cfg.dp_delta:g}{again}); "
         f"stopped after round {last} of {cfg.num_rounds}"
     )
 

@@ -22,7 +22,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedmtl.assembly import build_inner_strategy, experiment_from_run_config, resolved
 from fedmtl.atomic import atomic_write_text
-from fedmtl.checkpoint import Checkpoint, resume_point, save_checkpoint
+from fedmtl.checkpoint import Checkpoint, resume_point, rounds_after, save_checkpoint
 from fedmtl.config import (
     RESUME_KEY,
     RUN_DIR_KEY,
@@ -57,6 +57,7 @@ from fedmtl.results.reporters import Reporters
 from fedmtl.run_model import check_private_scopes, check_task_scope, fresh_model, run_scopes
 from fedmtl.scopes import keys_in, task_relevant
 from strategies import ScopedStrategy
+from strategies.privacy import resume_stages
 from strategies.scoped import NotEnoughNodesError, ScopedOptions
 
 
@@ -211,7 +212,8 @@ def run_server(
     shared, per_task = initial_arrays(cfg)
     check_arrays(cfg, shared, per_task)
     inner = build_inner_strategy(cfg)
-    last = last_round(cfg)  # num-rounds, or the last within the privacy budget
+    redone = rounds_after(run.metrics_file, resume)  # ran once before the run was killed
+    last = last_round(cfg, redone)  # num-rounds, or the last within the privacy budget
     strategy = ScopedStrategy(
         inner,
         per_task,
@@ -240,6 +242,7 @@ def run_server(
     first_round = 1
     if resume is not None:
         strategy.load_state_dict(resume.strategy, same_nodes=False)
+        resume_stages(strategy.stages, redone)
         shared = to_record(resume.shared)
         resume.restore_random()
         run.truncate_metrics(resume.metrics_lines)
@@ -255,7 +258,7 @@ def run_server(
     )
     if privacy_note(cfg):
         print(f"fedmtl: {privacy_note(cfg)}", flush=True)
-    budget_stop = budget_stop_message(cfg, last)
+    budget_stop = budget_stop_message(cfg, last, redone)
     try:
         result = strategy.start(
             grid=grid,

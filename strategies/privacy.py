@@ -126,6 +126,10 @@ class ReplyStage(Protocol):
         """Restore :meth:`state`."""
         ...
 
+    def resumed(self, redone_rounds: int) -> None:
+        """After :meth:`load_state`: the run redoes ``redone_rounds`` rounds it ran before."""
+        ...
+
 
 def _with_content(reply: Message, content: RecordDict) -> Message:
     return Message(content=content, metadata=reply.metadata)  # type: ignore[call-overload,no-any-return]
@@ -156,6 +160,9 @@ class UniformWeights:
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Stateless."""
+
+    def resumed(self, redone_rounds: int) -> None:
+        """Nothing to redo: the weights do not depend on rounds."""
 
 
 def noise_rng(seed: int | None, server_round: int, stream: int = 0) -> np.random.Generator:
@@ -439,6 +446,14 @@ class ClientPrivacy:
         self.clip = float(state["clip"])
         self.accounting.load_state(state["accounting"])
 
+    def resumed(self, redone_rounds: int) -> None:
+        """Account the rounds run after the checkpoint: released once, released again now.
+
+        Their aggregates reached clients (and with secret noise cannot be recreated),
+        so the redone rounds cost privacy twice.
+        """
+        self.accounting.step(redone_rounds)
+
 
 def apply_stages(
     stages: Sequence[ReplyStage],
@@ -457,3 +472,9 @@ def load_stage_states(stages: Sequence[ReplyStage], states: Sequence[Mapping[str
     """Restore each stage's :meth:`ReplyStage.state` (a checkpoint without stages: nothing)."""
     for stage, state in zip(stages, states, strict=False):
         stage.load_state(state)
+
+
+def resume_stages(stages: Sequence[ReplyStage], redone_rounds: int) -> None:
+    """Tell each stage of a resumed run how many rounds after its checkpoint ran before."""
+    for stage in stages:
+        stage.resumed(redone_rounds)

@@ -21,10 +21,16 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.privacy_accounting import NeighboringRelation, SamplingMethod
 
 from fedmtl.assembly import resolve_run
-from fedmtl.checkpoint import load_checkpoint, resume_point
+from fedmtl.checkpoint import load_checkpoint, resume_point, rounds_after
 from fedmtl.cli import run_exit_status
 from fedmtl.config import ConfigError
-from fedmtl.privacy import last_round, local_privacy, noise_multiplier, solve_noise_multiplier
+from fedmtl.privacy import (
+    budget_stop_message,
+    last_round,
+    local_privacy,
+    noise_multiplier,
+    solve_noise_multiplier,
+)
 from fedmtl.records import ARRAYS, CONFIG, TASK_ARRAYS, ClientInfo, Instruction, from_record
 from fedmtl.results import METRICS_FILE, RunDirectory, read_metrics
 from fedmtl.run_model import check_private_scopes
@@ -315,6 +321,47 @@ def test_a_resume_may_not_change_the_rounds_a_target_epsilon_was_solved_for(
         resume_point(path, resumed(**{"num-rounds": 3}))
     assert info.value.key == "num-rounds"
     assert resume_point(path, resumed()).server_round == 1
+
+
+def test_rounds_run_after_the_checkpoint_count_again_when_resumed(
+    tmp_path: Path, server_identity: None
+) -> None:
+    # Prepare: 2 rounds checkpointed; then a round 3 that ran before the server died
+    z = 1.0
+    private = {"dp": "central", "client-weighting": "uniform", "dp-clip": 0.5,
+               "dp-noise-multiplier": z, "scope-local": STATS_LOCAL, "checkpoint-every": 1,
+               "dp-delta": DELTA}  # fmt: skip
+    path = _run(tmp_path, 3, **private, **{"num-rounds": 2})
+    lines = (path / METRICS_FILE).read_text().splitlines()
+    lost = json.loads(lines[-1])
+    lost["round"] = 3
+    (path / METRICS_FILE).write_text("\n".join([*lines, json.dumps(lost)]) + "\n")
+    checkpoint = load_checkpoint(path)
+    assert rounds_after(path / METRICS_FILE, checkpoint) == 1
+    cfg = resolve_run(small(tmp_path, **{"num-clients": 3, **private, "num-rounds": 4}))
+    contexts = {100 + c: device_context(100 + c, {"partition-id": c}) for c in range(3)}
+
+    # Execute: resume to round 4
+    run_server(InProcessGrid(contexts, cfg), cfg, RunDirectory(path), resume=checkpoint)
+
+    # Assert: round 3 is redone, and its first release is counted too
+    records = read_metrics(path / METRICS_FILE)
+    assert [r["round"] for r in records] == [0, 1, 2, 3, 4]
+    for record, accounted in zip(records[1:], [1, 2, 4, 5], strict=True):
+        expected = _accountant_epsilon(z, 3, 3, accounted)
+        assert record["privacy"]["epsilon"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_the_budget_counts_rounds_redone_after_a_resume() -> None:
+    z = 4.0
+    budget = (_accountant_epsilon(z, 4, 4, 5) + _accountant_epsilon(z, 4, 4, 6)) / 2
+    cfg = resolve_run(small(Path("/tmp"), **CENTRAL, **{"dp-noise-multiplier": z,
+                                                         "num-rounds": 50,
+                                                         "dp-max-epsilon": budget}))  # fmt: skip
+    assert (last_round(cfg), last_round(cfg, redone=2)) == (5, 3)
+    message = budget_stop_message(cfg, 3, redone=2)
+    assert message is not None and "2 round(s) redone" in message
+    assert f"{_accountant_epsilon(z, 4, 4, 6):.4g}" in message
 
 
 def test_a_budget_below_one_round_runs_no_round(tmp_path: Path, server_identity: None) -> None:
