@@ -18,3 +18,9 @@ def server_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TaskIdentity, "_run_id", 1)
     monkeypatch.setattr(TaskIdentity, "_node_id", SERVER_NODE)
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+@pytest.fixture
+def no_ray_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run outside any Ray cluster a developer's shell points at (``RAY_ADDRESS`` unset)."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)

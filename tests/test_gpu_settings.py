@@ -18,16 +18,9 @@ from fedmtl import centralized, simulation
 from fedmtl.config import ConfigError, ExperimentConfig
 from fedmtl.run_model import run_device
 from fedmtl.simulation import NodeResources, backend_config
+from tests.machine import fake_machine
 
-
-@pytest.fixture(autouse=True)
-def _no_ray_address(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-
-
-def _machine(monkeypatch: pytest.MonkeyPatch, cpus: int, gpus: int) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: cpus)
-    monkeypatch.setattr(simulation, "visible_gpus", lambda: gpus)
+pytestmark = pytest.mark.usefixtures("no_ray_address")
 
 
 def _cuda(monkeypatch: pytest.MonkeyPatch, available: bool) -> None:
@@ -45,7 +38,7 @@ def _ray_nodes(monkeypatch: pytest.MonkeyPatch, nodes: list[dict[str, Any]]) -> 
 def test_fractional_gpus_reach_client_resources(
     monkeypatch: pytest.MonkeyPatch, num_gpus: float
 ) -> None:
-    _machine(monkeypatch, cpus=16, gpus=1)
+    fake_machine(monkeypatch, cpus=16, gpus=1)
 
     backend = backend_config(ExperimentConfig(client_num_gpus=num_gpus))
 
@@ -69,7 +62,7 @@ def test_flower_places_floor_one_over_num_gpus_clients_per_gpu(
     monkeypatch: pytest.MonkeyPatch, num_gpus: float, gpus: int, cpus: int, actors: int
 ) -> None:
     """What our backend settings give Flower's actor pool on one GPU node (its own sizing)."""
-    _machine(monkeypatch, cpus=cpus, gpus=gpus)
+    fake_machine(monkeypatch, cpus=cpus, gpus=gpus)
     _ray_nodes(monkeypatch, [{"Resources": {"CPU": float(cpus), "GPU": float(gpus)}}])
     resources = backend_config(ExperimentConfig(client_num_gpus=num_gpus))["client_resources"]
 
@@ -130,7 +123,7 @@ def test_probe_cluster_counts_gpus_of_live_nodes(monkeypatch: pytest.MonkeyPatch
 
 
 def test_local_cuda_without_a_gpu_names_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    _machine(monkeypatch, cpus=4, gpus=0)
+    fake_machine(monkeypatch, cpus=4, gpus=0)
 
     with pytest.raises(ConfigError, match="no CUDA GPU is visible") as info:
         backend_config(ExperimentConfig(device="cuda"))
@@ -139,7 +132,7 @@ def test_local_cuda_without_a_gpu_names_device(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_local_cuda_with_a_gpu_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    _machine(monkeypatch, cpus=4, gpus=1)
+    fake_machine(monkeypatch, cpus=4, gpus=1)
 
     assert backend_config(ExperimentConfig(device="cuda"))["init_args"]["num_gpus"] == 1
     assert backend_config(ExperimentConfig(device="cuda", client_num_gpus=0.25))

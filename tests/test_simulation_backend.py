@@ -12,23 +12,16 @@ import pytest
 from fedmtl import simulation
 from fedmtl.config import ConfigError, ExperimentConfig
 from fedmtl.simulation import NodeResources, backend_config, ray_address
+from tests.machine import fake_machine
 
-
-@pytest.fixture(autouse=True)
-def _no_ray_address(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-
-
-def _machine(monkeypatch: pytest.MonkeyPatch, cpus: int, gpus: int) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: cpus)
-    monkeypatch.setattr(simulation, "visible_gpus", lambda: gpus)
+pytestmark = pytest.mark.usefixtures("no_ray_address")
 
 
 # --- local Ray ------------------------------------------------------------------------------
 
 
 def test_local_ray_gets_this_machines_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    _machine(monkeypatch, cpus=8, gpus=2)
+    fake_machine(monkeypatch, cpus=8, gpus=2)
 
     backend = backend_config(ExperimentConfig(client_num_cpus=2.0, client_num_gpus=0.5))
 
@@ -39,7 +32,7 @@ def test_local_ray_gets_this_machines_counts(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_local_keyword_ignores_ray_address(monkeypatch: pytest.MonkeyPatch) -> None:
-    _machine(monkeypatch, cpus=2, gpus=0)
+    fake_machine(monkeypatch, cpus=2, gpus=0)
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
 
     backend = backend_config(ExperimentConfig(ray_address="local"))
@@ -62,7 +55,7 @@ def test_local_keyword_ignores_ray_address(monkeypatch: pytest.MonkeyPatch) -> N
 def test_local_ray_refuses_what_the_machine_lacks(
     monkeypatch: pytest.MonkeyPatch, cfg: ExperimentConfig, key: str, words: str
 ) -> None:
-    _machine(monkeypatch, cpus=2, gpus=0)
+    fake_machine(monkeypatch, cpus=2, gpus=0)
 
     with pytest.raises(ConfigError, match=words) as info:
         backend_config(cfg)
@@ -71,7 +64,7 @@ def test_local_ray_refuses_what_the_machine_lacks(
 
 
 def test_local_ray_refuses_more_gpus_than_exist(monkeypatch: pytest.MonkeyPatch) -> None:
-    _machine(monkeypatch, cpus=2, gpus=1)
+    fake_machine(monkeypatch, cpus=2, gpus=1)
 
     with pytest.raises(ConfigError, match="only 1 GPUs exist") as info:
         backend_config(ExperimentConfig(client_num_gpus=2.0))
@@ -102,7 +95,7 @@ GPU_NODES = [
 
 
 def test_cluster_gets_the_address_and_no_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    _machine(monkeypatch, cpus=1, gpus=0)  # the driver's machine does not matter
+    fake_machine(monkeypatch, cpus=1, gpus=0)  # the driver's machine does not matter
 
     backend = backend_config(
         ExperimentConfig(ray_address="10.0.0.1:6379", client_num_cpus=4.0), TWO_CPU_NODES
